@@ -1,0 +1,47 @@
+/**
+ * Every error evit throws is an EvitError with a stable `code`, so callers can
+ * branch on `err.code` instead of parsing messages.
+ */
+export class EvitError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A checkpoint file is malformed, truncated, or does not describe a supported model. */
+export class WeightsError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_BAD_WEIGHTS', message, options);
+  }
+}
+
+/** Options passed to loadModel / forward / classify are invalid (keep rate, drop blocks, sizes...). */
+export class OptionsError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_BAD_OPTIONS', message, options);
+  }
+}
+
+/** An input tensor or image has the wrong shape, dtype, or could not be decoded. */
+export class InputError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_BAD_INPUT', message, options);
+  }
+}
+
+/** The model was used after dispose(). */
+export class DisposedError extends EvitError {
+  constructor(message = 'model has been disposed') {
+    super('EVIT_DISPOSED', message);
+  }
+}
+
+/** The native addon could not be loaded or failed while running. */
+export class NativeError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_NATIVE', message, options);
+  }
+}

@@ -1,0 +1,52 @@
+#include <algorithm>
+#include <cblas.h>
+#include <cmath>
+
+#include "ops.h"
+#include "thread_pool.h"
+
+namespace evit::cpu {
+
+namespace {
+
+// One tile of the output: rows [m0, m1) and columns [n0, n1), GEMM then epilogue while hot.
+void linearTile(const float* x, int K, const float* W, const float* b, int N, float* out, Epilogue ep, int m0, int m1,
+                int n0, int n1) {
+  const int m = m1 - m0, n = n1 - n0;
+  if (m <= 0 || n <= 0) return;
+  float* c = out + (size_t)m0 * N + n0;
+  const float beta = ep == Epilogue::BiasResidual ? 1.0f : 0.0f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, x + (size_t)m0 * K, K, W + (size_t)n0 * K, K,
+              beta, c, N);
+  for (int i = 0; i < m; ++i) {
+    float* row = c + (size_t)i * N;
+    const float* bias = b + n0;
+    if (ep == Epilogue::BiasGelu) {
+      for (int j = 0; j < n; ++j) {
+        const float v = row[j] + bias[j];
+        row[j] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+      }
+    } else {
+      for (int j = 0; j < n; ++j) row[j] += bias[j];
+    }
+  }
+}
+
+}  // namespace
+
+void linear(const float* x, int M, int K, const float* W, const float* b, int N, float* out, Epilogue ep) {
+  ThreadPool& tp = pool();
+  const int t = tp.size();
+  // Split rows when there are enough for every thread to run a full GEMM panel; else split columns.
+  if (M >= 32 * t || N < 16 * t) {
+    tp.parallelFor(M, [&](size_t m0, size_t m1, int) { linearTile(x, K, W, b, N, out, ep, (int)m0, (int)m1, 0, N); });
+  } else {
+    // Column chunks are multiples of 16 so each starts on a cache line of W's rows.
+    const int blocks = (N + 15) / 16;
+    tp.parallelFor(blocks, [&](size_t c0, size_t c1, int) {
+      linearTile(x, K, W, b, N, out, ep, 0, M, (int)c0 * 16, std::min(N, (int)c1 * 16));
+    });
+  }
+}
+
+}  // namespace evit::cpu

@@ -1,0 +1,40 @@
+#include <algorithm>
+#include <vector>
+
+#include "ops.h"
+#include "thread_pool.h"
+
+namespace evit::cpu {
+
+void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, const float* W, const float* b,
+                const float* cls, const float* pos, int C, float* x) {
+  const int P = gh * gw, H = gh * p, Wd = gw * p;
+  const size_t K = (size_t)inChans * p * p;
+  // im2col: row (b, patch) holds that patch's pixels in the conv weight's (c, ky, kx) order.
+  std::vector<float> cols((size_t)B * P * K);
+  pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t bi = r / P, pi = r % P;
+      const int gy = (int)(pi / gw), gx = (int)(pi % gw);
+      float* dst = cols.data() + r * K;
+      for (int c = 0; c < inChans; ++c)
+        for (int ky = 0; ky < p; ++ky) {
+          const float* src = img + ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p;
+          std::copy(src, src + p, dst + ((size_t)c * p + ky) * p);
+        }
+    }
+  });
+  std::vector<float> emb((size_t)B * P * C);
+  linear(cols.data(), B * P, (int)K, W, b, C, emb.data(), Epilogue::Bias);
+  pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
+    for (size_t bi = b0; bi < b1; ++bi) {
+      float* xb = x + bi * (1 + P) * C;
+      for (int c = 0; c < C; ++c) xb[c] = cls[c] + pos[c];
+      for (int pi = 0; pi < P; ++pi)
+        for (int c = 0; c < C; ++c)
+          xb[(size_t)(1 + pi) * C + c] = emb[(bi * P + pi) * C + c] + pos[(size_t)(1 + pi) * C + c];
+    }
+  });
+}
+
+}  // namespace evit::cpu

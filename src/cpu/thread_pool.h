@@ -1,0 +1,53 @@
+// One pool for all CPU work. OpenBLAS runs single-threaded inside it, so its
+// threads and ours never oversubscribe the cores.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace evit::cpu {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return threads_; }
+
+  // Splits [0, n) into size() contiguous chunks; the calling thread runs chunk 0.
+  // fn(begin, end, worker) must not throw.
+  void parallelFor(size_t n, const std::function<void(size_t, size_t, int)>& fn);
+
+  // Same, but n tasks handed out one at a time (for uneven work).
+  void parallelTasks(size_t n, const std::function<void(size_t, int)>& fn);
+
+  // Serialises whole forward passes: one pass owns every core at a time.
+  std::mutex& passMutex() { return passMutex_; }
+
+ private:
+  void workerLoop(int id);
+  void run(const std::function<void(int)>& job);
+
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  size_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::mutex passMutex_;
+};
+
+// The process-wide pool; created on first use with the configured thread count.
+ThreadPool& pool();
+// Sets the thread count if the pool does not exist yet; returns the count the pool has or will have.
+int configureThreads(int threads);
+
+}  // namespace evit::cpu

@@ -1,0 +1,45 @@
+// The model's weights copied once into one aligned host block, with typed views.
+// Every backend is prepared from this.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace evit {
+
+struct TensorSpec {
+  std::string name;
+  size_t numel;
+};
+
+// Every tensor a model with this config needs, with its element count (SPEC §2 names).
+std::vector<TensorSpec> tensorSpecs(const ModelConfig& cfg);
+
+struct HostTensor {
+  const float* data;
+  size_t numel;
+};
+
+class HostWeights {
+ public:
+  // lookup(name) returns the caller's tensor or {nullptr, 0} when absent; throws ArgumentError
+  // naming the first missing tensor or the first one whose size differs from the spec.
+  HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup);
+  ~HostWeights();
+  HostWeights(const HostWeights&) = delete;
+  HostWeights& operator=(const HostWeights&) = delete;
+
+  const WeightViews& views() const { return views_; }
+  size_t bytes() const { return floats_ * sizeof(float); }
+
+ private:
+  float* storage_ = nullptr;
+  size_t floats_ = 0;
+  WeightViews views_{};
+};
+
+}  // namespace evit

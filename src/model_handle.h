@@ -1,0 +1,30 @@
+// JS class `Model`: owns one prepared model; forward() runs a batch off the event loop.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "backend.h"
+
+namespace evit {
+
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit ModelHandle(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Backend(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value WeightBytes(const Napi::CallbackInfo& info);
+
+  // Shared with in-flight workers: dispose() drops this reference and the last
+  // worker to finish frees the weights.
+  std::shared_ptr<PreparedModel> model_;
+  size_t weightBytes_ = 0;
+};
+
+}  // namespace evit

@@ -1,0 +1,161 @@
+#include "ops_binding.h"
+
+#include <cstring>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "cpu/thread_pool.h"
+#include "napi_args.h"
+
+namespace evit {
+
+namespace {
+
+constexpr int kMaxDim = 1 << 20;
+
+Napi::Float32Array copyOf(Napi::Env env, const float* p, size_t n) {
+  auto a = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(a.Data(), p, n * sizeof(float));
+  return a;
+}
+
+// layerNorm(x, rows, C, w, b, eps)
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  const int rows = intArg(info[1], "rows", 1, kMaxDim), C = intArg(info[2], "C", 1, kMaxDim);
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)rows * C);
+  auto w = typedArrayArg<float>(info[3], "w", C);
+  auto b = typedArrayArg<float>(info[4], "b", C);
+  const float eps = info[5].ToNumber().FloatValue();
+  std::vector<float> out((size_t)rows * C);
+  cpu::layerNorm(x.Data(), out.data(), rows, C, w.Data(), b.Data(), eps);
+  return copyOf(info.Env(), out.data(), out.size());
+}
+
+// linear(x, M, K, W, b, N, epilogue: 'bias' | 'gelu' | 'residual', residual?)
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int M = intArg(info[1], "M", 1, kMaxDim), K = intArg(info[2], "K", 1, kMaxDim),
+            N = intArg(info[5], "N", 1, kMaxDim);
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)M * K);
+  auto W = typedArrayArg<float>(info[3], "W", (int64_t)N * K);
+  auto b = typedArrayArg<float>(info[4], "b", N);
+  const std::string ep = info[6].ToString().Utf8Value();
+  std::vector<float> out((size_t)M * N, 0.0f);
+  cpu::Epilogue e;
+  if (ep == "bias") {
+    e = cpu::Epilogue::Bias;
+  } else if (ep == "gelu") {
+    e = cpu::Epilogue::BiasGelu;
+  } else if (ep == "residual") {
+    e = cpu::Epilogue::BiasResidual;
+    auto r = typedArrayArg<float>(info[7], "residual", (int64_t)M * N);
+    std::memcpy(out.data(), r.Data(), out.size() * sizeof(float));
+  } else {
+    throw Napi::RangeError::New(env, "epilogue must be 'bias', 'gelu' or 'residual'");
+  }
+  cpu::linear(x.Data(), M, K, W.Data(), b.Data(), N, out.data(), e);
+  return copyOf(env, out.data(), out.size());
+}
+
+// attention(qkv, B, N, heads, headDim, withScores) -> { out, scores? }
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[1], "B", 1, 65536), N = intArg(info[2], "N", 2, 65536),
+            H = intArg(info[3], "heads", 1, 4096), d = intArg(info[4], "headDim", 1, 4096);
+  auto qkv = typedArrayArg<float>(info[0], "qkv", (int64_t)B * N * 3 * H * d);
+  const bool withScores = info[5].ToBoolean();
+  std::vector<float> out((size_t)B * N * H * d), scores(withScores ? (size_t)B * (N - 1) : 0);
+  cpu::clsAttention(qkv.Data(), B, N, H, d, out.data(), withScores ? scores.data() : nullptr);
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("out", copyOf(env, out.data(), out.size()));
+  if (withScores) res.Set("scores", copyOf(env, scores.data(), scores.size()));
+  return res;
+}
+
+// topk(scores, B, M, k) -> Int32Array [B, k]
+Napi::Value TopK(const Napi::CallbackInfo& info) {
+  const int B = intArg(info[1], "B", 1, kMaxDim), M = intArg(info[2], "M", 1, kMaxDim);
+  const int k = intArg(info[3], "k", 1, M);
+  auto s = typedArrayArg<float>(info[0], "scores", (int64_t)B * M);
+  auto idx = Napi::Int32Array::New(info.Env(), (size_t)B * k);
+  cpu::topk(s.Data(), B, M, k, idx.Data());
+  return idx;
+}
+
+// gatherFuse(x, B, N, C, scores, idx, k, fuse) -> { out, origins }
+Napi::Value GatherFuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[1], "B", 1, 65536), N = intArg(info[2], "N", 2, kMaxDim), C = intArg(info[3], "C", 1, kMaxDim);
+  const int k = intArg(info[6], "k", 1, N - 1);
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)B * N * C);
+  auto s = typedArrayArg<float>(info[4], "scores", (int64_t)B * (N - 1));
+  auto idx = typedArrayArg<int32_t>(info[5], "idx", (int64_t)B * k);
+  const bool fuse = info[7].ToBoolean();
+  // Every index must name a distinct token of its row: the kernel trusts this.
+  std::vector<char> seen(N - 1);
+  for (int b = 0; b < B; ++b) {
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int i = 0; i < k; ++i) {
+      const int j = idx[(size_t)b * k + i];
+      if (j < 0 || j >= N - 1) throw Napi::RangeError::New(env, "idx[" + std::to_string(b * k + i) + "] = " + std::to_string(j) + " is out of range [0, " + std::to_string(N - 1) + ")");
+      if (seen[j]) throw Napi::RangeError::New(env, "idx repeats token " + std::to_string(j) + " in row " + std::to_string(b));
+      seen[j] = 1;
+    }
+  }
+  const int outN = 1 + k + (fuse ? 1 : 0);
+  std::vector<float> out((size_t)B * outN * C);
+  auto origins = Napi::Int32Array::New(env, (size_t)B * (outN - 1));
+  cpu::gatherFuse(x.Data(), B, N, C, s.Data(), idx.Data(), k, fuse, out.data(), nullptr, origins.Data(), -1);
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("out", copyOf(env, out.data(), out.size()));
+  res.Set("origins", origins);
+  return res;
+}
+
+// patchEmbed(img, B, inChans, gh, gw, p, W, b, cls, pos, C)
+Napi::Value PatchEmbed(const Napi::CallbackInfo& info) {
+  const int B = intArg(info[1], "B", 1, 65536), ic = intArg(info[2], "inChans", 1, 64),
+            gh = intArg(info[3], "gh", 1, 4096), gw = intArg(info[4], "gw", 1, 4096), p = intArg(info[5], "p", 1, 1024),
+            C = intArg(info[10], "C", 1, kMaxDim);
+  const int64_t P = (int64_t)gh * gw;
+  auto img = typedArrayArg<float>(info[0], "img", (int64_t)B * ic * gh * p * gw * p);
+  auto W = typedArrayArg<float>(info[6], "W", (int64_t)C * ic * p * p);
+  auto b = typedArrayArg<float>(info[7], "b", C);
+  auto cls = typedArrayArg<float>(info[8], "cls", C);
+  auto pos = typedArrayArg<float>(info[9], "pos", (1 + P) * C);
+  std::vector<float> x((size_t)B * (1 + P) * C);
+  cpu::patchEmbed(img.Data(), B, ic, gh, gw, p, W.Data(), b.Data(), cls.Data(), pos.Data(), C, x.data());
+  return copyOf(info.Env(), x.data(), x.size());
+}
+
+Napi::Value Gelu(const Napi::CallbackInfo& info) {
+  auto x = typedArrayArg<float>(info[0], "x");
+  std::vector<float> out(x.Data(), x.Data() + x.ElementLength());
+  cpu::gelu(out.data(), (long)out.size());
+  return copyOf(info.Env(), out.data(), out.size());
+}
+
+Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
+  const int threads = intArg(info[0], "threads", 1, 1024);
+  if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "seconds must be a number");
+  const double seconds = info[1].As<Napi::Number>().DoubleValue();
+  if (!(seconds > 0 && seconds <= 60)) throw Napi::RangeError::New(info.Env(), "seconds must be in (0, 60]");
+  return Napi::Number::New(info.Env(), cpu::measureFmaPeak(threads, seconds));
+}
+
+}  // namespace
+
+Napi::Object DefineOps(Napi::Env env) {
+  Napi::Object ops = Napi::Object::New(env);
+  ops.Set("layerNorm", Napi::Function::New<LayerNorm>(env, "layerNorm"));
+  ops.Set("linear", Napi::Function::New<Linear>(env, "linear"));
+  ops.Set("attention", Napi::Function::New<Attention>(env, "attention"));
+  ops.Set("topk", Napi::Function::New<TopK>(env, "topk"));
+  ops.Set("gatherFuse", Napi::Function::New<GatherFuse>(env, "gatherFuse"));
+  ops.Set("patchEmbed", Napi::Function::New<PatchEmbed>(env, "patchEmbed"));
+  ops.Set("gelu", Napi::Function::New<Gelu>(env, "gelu"));
+  ops.Set("measureFmaPeak", Napi::Function::New<MeasureFmaPeak>(env, "measureFmaPeak"));
+  return ops;
+}
+
+}  // namespace evit
