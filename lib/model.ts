@@ -1,0 +1,306 @@
+/**
+ * The public model: load a checkpoint, run batches, classify images.
+ */
+import * as path from 'node:path';
+import { DisposedError, InputError, NativeError, OptionsError } from './errors';
+import { loadBinding, type NativeModel } from './native';
+import { readNpy } from './npy';
+import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
+import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
+import { inferArchitecture, type Architecture } from './weights/architecture';
+import { resizePosEmbed } from './weights/posEmbed';
+import { readSafetensors } from './weights/safetensors';
+
+export interface LoadOptions extends ScheduleOptions {
+  /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224'. */
+  arch?: string;
+  /** Attention heads, when the checkpoint matches no named architecture. */
+  numHeads?: number;
+  /** Input side in pixels; the position embedding is resized to it (bicubic). Default: the checkpoint's. */
+  imgSize?: number;
+  /** Backend: 'cpu', or 'auto' (the best available). Default 'auto'. */
+  device?: 'auto' | 'cpu';
+  /** CPU threads for the process-wide pool (fixed by the first model loaded). Default: one per core. */
+  threads?: number;
+  /** Preprocessing for classify(); imgSize is taken from the model. */
+  preprocess?: Partial<Omit<PreprocessOptions, 'imgSize'>>;
+  /** Class names, indexed by class. */
+  labels?: readonly string[];
+}
+
+export interface Tensor4D {
+  data: Float32Array;
+  shape: readonly [number, number, number, number] | readonly number[];
+}
+
+export interface KeptTokens {
+  /** The block after whose attention the tokens were reorganised. */
+  block: number;
+  /** [batch, perImage] origins: original patch index 0..P-1, or -1-L for a token fused at block L. */
+  tokens: Int32Array;
+  shape: [number, number];
+}
+
+export interface ForwardOutput {
+  /** [batch, classes] row-major. */
+  logits: Float32Array;
+  shape: [number, number];
+  kept: KeptTokens[];
+  /** The schedule this batch ran with. */
+  schedule: Schedule;
+}
+
+export interface TopClass {
+  index: number;
+  prob: number;
+  label: string | null;
+}
+
+export interface Classification {
+  input: string;
+  logits: number[];
+  top: TopClass[];
+  kept: { block: number; tokens: number[] }[];
+}
+
+export interface ClassifyOptions extends ScheduleOptions {
+  /** How many classes to report per image. Default 5 (at most the class count). */
+  top?: number;
+}
+
+const MAX_BATCH = 4096;
+
+export class Model {
+  readonly architecture: Architecture;
+  readonly imgSize: number;
+  readonly schedule: Schedule;
+  readonly labels: readonly string[] | null;
+  readonly preprocess: Required<PreprocessOptions>;
+  #native: NativeModel | null;
+  #scheduleOptions: ScheduleOptions;
+
+  /** @internal use loadModel() */
+  constructor(native: NativeModel, arch: Architecture, imgSize: number, schedule: ScheduleOptions,
+    preprocess: Required<PreprocessOptions>, labels: readonly string[] | null) {
+    this.#native = native;
+    this.architecture = arch;
+    this.imgSize = imgSize;
+    this.#scheduleOptions = schedule;
+    this.schedule = this.scheduleFor({});
+    this.preprocess = preprocess;
+    this.labels = labels;
+  }
+
+  /** 'cpu' or 'cuda'. */
+  get backend(): 'cpu' | 'cuda' {
+    return this.#alive().backend;
+  }
+
+  get disposed(): boolean {
+    return this.#native === null;
+  }
+
+  get numPatches(): number {
+    const g = this.imgSize / this.architecture.patchSize;
+    return g * g;
+  }
+
+  /** The schedule a call with these overrides would run (defaults from loadModel). */
+  scheduleFor(overrides: ScheduleOptions): Schedule {
+    const o = { ...this.#scheduleOptions };
+    if (overrides.keepCounts !== undefined) delete o.keepRate;
+    if (overrides.keepRate !== undefined) delete o.keepCounts;
+    for (const [k, v] of Object.entries(overrides)) if (v !== undefined) (o as Record<string, unknown>)[k] = v;
+    return keepSchedule(this.architecture.depth, this.numPatches, o);
+  }
+
+  /**
+   * Runs a preprocessed batch [B, C, H, W]. Schedule options override the model's for this call.
+   * The input is read in place, without a copy: do not modify it until the promise settles.
+   */
+  async forward(input: Tensor4D, options: ScheduleOptions = {}): Promise<ForwardOutput> {
+    const native = this.#alive();
+    const [batch] = this.#checkInput(input);
+    const schedule = this.scheduleFor(options);
+    let res;
+    try {
+      res = await native.forward(input.data, batch, schedule.keep, schedule.fuse);
+    } catch (err) {
+      throw new NativeError(`forward pass failed: ${(err as Error).message}`, { cause: err });
+    }
+    return {
+      logits: res.logits,
+      shape: [batch, this.architecture.numClasses],
+      kept: res.kept.map((k) => ({ block: k.block, tokens: k.tokens, shape: [batch, k.perImage] as [number, number] })),
+      schedule,
+    };
+  }
+
+  /**
+   * Classifies images (paths or encoded Buffers) or `.npy` files of preprocessed
+   * float32 [B, C, H, W] tensors, in one batch. Results follow the input order;
+   * a `.npy` input yields one result per image in it, named `file.npy[i]`.
+   */
+  async classify(inputs: string | Buffer | ReadonlyArray<string | Buffer>, options: ClassifyOptions = {}): Promise<Classification[]> {
+    this.#alive();
+    const list = Array.isArray(inputs) ? [...inputs] : [inputs as string | Buffer];
+    if (list.length === 0) throw new InputError('classify needs at least one input');
+    const top = options.top ?? 5;
+    if (!Number.isInteger(top) || top < 1) throw new OptionsError(`top must be a positive integer, got ${String(top)}`);
+    const { top: _top, ...scheduleOptions } = options;
+
+    const names: string[] = [];
+    const parts: Float32Array[] = [];
+    const per = this.architecture.inChans * this.imgSize * this.imgSize;
+    const images: Array<{ at: number; input: string | Buffer }> = [];
+    for (const item of list) {
+      if (typeof item === 'string' && item.toLowerCase().endsWith('.npy')) {
+        const t = await readNpy(item);
+        const [b] = this.#checkInput(t, item);
+        for (let i = 0; i < b; i++) {
+          names.push(`${item}[${i}]`);
+          parts.push(t.data.subarray(i * per, (i + 1) * per));
+        }
+      } else if (typeof item === 'string' || Buffer.isBuffer(item)) {
+        images.push({ at: parts.length, input: item });
+        names.push(typeof item === 'string' ? item : `<buffer ${item.length} bytes>`);
+        parts.push(new Float32Array(0));
+      } else {
+        throw new InputError(`classify inputs must be file paths or Buffers, got ${typeof item}`);
+      }
+    }
+    if (images.length) {
+      const pre = await preprocessBatch(images.map((i) => i.input), this.preprocess);
+      images.forEach((img, j) => {
+        parts[img.at] = pre.data.subarray(j * per, (j + 1) * per);
+      });
+    }
+    if (parts.length > MAX_BATCH) throw new InputError(`at most ${MAX_BATCH} images per call, got ${parts.length}`);
+    const data = new Float32Array(parts.length * per);
+    parts.forEach((p, i) => data.set(p, i * per));
+    const out = await this.forward(
+      { data, shape: [parts.length, this.architecture.inChans, this.imgSize, this.imgSize] },
+      scheduleOptions,
+    );
+    const classes = this.architecture.numClasses;
+    return names.map((input, i) => {
+      const logits = Array.from(out.logits.subarray(i * classes, (i + 1) * classes));
+      return {
+        input,
+        logits,
+        top: topClasses(logits, Math.min(top, classes), this.labels),
+        kept: out.kept.map((k) => ({
+          block: k.block,
+          tokens: Array.from(k.tokens.subarray(i * k.shape[1], (i + 1) * k.shape[1])),
+        })),
+      };
+    });
+  }
+
+  /** Frees the native weights. Batches already running finish first; later calls throw DisposedError. */
+  dispose(): void {
+    if (this.#native) this.#native.dispose();
+    this.#native = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+
+  #alive(): NativeModel {
+    if (!this.#native) throw new DisposedError();
+    return this.#native;
+  }
+
+  #checkInput(input: Tensor4D, what = 'input'): [number, number, number, number] {
+    if (input === null || typeof input !== 'object') throw new InputError(`${what} must be {data, shape}`);
+    const { data, shape } = input;
+    if (!(data instanceof Float32Array))
+      throw new InputError(`${what}.data must be a Float32Array, got ${(data as unknown as object)?.constructor?.name ?? typeof data}`);
+    if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((s) => Number.isSafeInteger(s) && s > 0))
+      throw new InputError(`${what}.shape must be [batch, channels, height, width] of positive integers, got ${JSON.stringify(shape)}`);
+    const [b, c, h, w] = shape as [number, number, number, number];
+    const a = this.architecture;
+    if (c !== a.inChans || h !== this.imgSize || w !== this.imgSize)
+      throw new InputError(
+        `${what} has shape [${shape.join(', ')}], expected [batch, ${a.inChans}, ${this.imgSize}, ${this.imgSize}]`,
+      );
+    if (b > MAX_BATCH) throw new InputError(`${what} batch ${b} exceeds the maximum of ${MAX_BATCH}`);
+    if (data.length !== b * c * h * w)
+      throw new InputError(`${what}.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${b * c * h * w}`);
+    return [b, c, h, w];
+  }
+}
+
+function topClasses(logits: number[], k: number, labels: readonly string[] | null): TopClass[] {
+  const max = Math.max(...logits);
+  const exps = logits.map((v) => Math.exp(v - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return logits
+    .map((_, i) => i)
+    .sort((a, b) => logits[b]! - logits[a]! || a - b)
+    .slice(0, k)
+    .map((index) => ({ index, prob: exps[index]! / sum, label: labels?.[index] ?? null }));
+}
+
+/** Loads a safetensors checkpoint (timm tensor names) and prepares it on the backend. */
+export async function loadModel(file: string, options: LoadOptions = {}): Promise<Model> {
+  if (typeof file !== 'string' || file.length === 0) throw new OptionsError('loadModel needs a checkpoint path');
+  if (options === null || typeof options !== 'object') throw new OptionsError('options must be an object');
+  const device = options.device ?? 'auto';
+  if (device !== 'auto' && device !== 'cpu')
+    throw new OptionsError(`device must be 'auto' or 'cpu', got ${JSON.stringify(device)}`);
+  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
+    throw new OptionsError(`threads must be a positive integer, got ${String(options.threads)}`);
+  if (options.labels !== undefined && !Array.isArray(options.labels))
+    throw new OptionsError('labels must be an array of strings');
+
+  const { tensors } = await readSafetensors(path.resolve(file));
+  const arch = inferArchitecture(tensors, { arch: options.arch, numHeads: options.numHeads });
+  const p = arch.patchSize;
+  const imgSize = options.imgSize ?? arch.gridSize[0] * p;
+  if (!Number.isInteger(imgSize) || imgSize < p || imgSize % p !== 0)
+    throw new OptionsError(`imgSize must be a positive multiple of the patch size ${p}, got ${String(imgSize)}`);
+  if (arch.gridSize[0] !== arch.gridSize[1] && options.imgSize !== undefined)
+    throw new OptionsError('imgSize cannot resize a non-square position grid');
+  const grid = imgSize / p;
+
+  const scheduleOptions: ScheduleOptions = {
+    keepRate: options.keepRate,
+    dropLoc: options.dropLoc,
+    fuse: options.fuse,
+    keepCounts: options.keepCounts,
+  };
+  // Validate the schedule now so a bad option fails at load, not at the first batch.
+  keepSchedule(arch.depth, grid * grid, scheduleOptions);
+  const preprocess = resolvePreprocess({ ...options.preprocess, imgSize, channels: arch.inChans as 1 | 3 });
+
+  const record: Record<string, Float32Array> = {};
+  for (const [name, t] of tensors) record[name] = t.data;
+  if (grid !== arch.gridSize[0] || grid !== arch.gridSize[1])
+    record.pos_embed = resizePosEmbed(tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
+
+  const { Model: NativeModelClass } = loadBinding();
+  let native: NativeModel;
+  try {
+    native = new NativeModelClass(
+      {
+        embedDim: arch.embedDim,
+        depth: arch.depth,
+        numHeads: arch.numHeads,
+        patchSize: p,
+        inChans: arch.inChans,
+        gridH: grid,
+        gridW: grid,
+        numClasses: arch.numClasses,
+        mlpHidden: arch.mlpHidden,
+        eps: 1e-6,
+      },
+      record,
+      { threads: options.threads },
+    );
+  } catch (err) {
+    throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
+  }
+  return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? null);
+}
