@@ -65,8 +65,9 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
   std::shared_ptr<HostWeights> weights;
   try {
     weights = std::make_shared<HostWeights>(cfg, [&](const std::string& name) -> HostTensor {
-      if (!tensors.Has(name)) return {nullptr, 0};
-      auto arr = typedArrayArg<float>(tensors.Get(name), "tensor " + name);
+      Napi::Value v = tensors.Get(name);
+      if (v.IsUndefined()) return {nullptr, 0};
+      auto arr = typedArrayArg<float>(v, "tensor " + name);
       static const float empty = 0.0f;
       return {arr.ElementLength() ? arr.Data() : &empty, arr.ElementLength()};
     });

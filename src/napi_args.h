@@ -53,8 +53,9 @@ inline int intArg(const Napi::Value& v, const std::string& what, int64_t lo, int
 }
 
 inline Napi::Value requireProp(const Napi::Object& o, const char* key, const std::string& what) {
-  if (!o.Has(key)) throw Napi::TypeError::New(o.Env(), what + "." + key + " is required");
-  return o.Get(key);
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) throw Napi::TypeError::New(o.Env(), what + "." + key + " is required");
+  return v;
 }
 
 }  // namespace evit

@@ -1,0 +1,280 @@
+'use strict';
+// Public API behaviour: loading, forward, classify, lifetimes, and every bad input as a typed error.
+const test = require('tape');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const sharp = require('sharp');
+const evit = require('../dist');
+const { loadBinding } = require('../dist/native');
+const { fixture, golden, tinyModel, tinyOptions } = require('./helpers/fixtures');
+
+const { loadModel, readNpy, parseSafetensors, serializeSafetensors } = evit;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'evit-model-test-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const original = fs.readFileSync(tinyModel);
+const headerLen = Number(original.readBigUInt64LE(0));
+const header = JSON.parse(original.subarray(8, 8 + headerLen).toString('utf8'));
+
+function writeTmp(name, buf) {
+  const file = path.join(tmp, name);
+  fs.writeFileSync(file, buf);
+  return file;
+}
+
+/** The fixture with its JSON header edited (data section unchanged). */
+function withHeader(edit) {
+  const h = structuredClone(header);
+  edit(h);
+  let json = Buffer.from(JSON.stringify(h));
+  const pad = (8 - (json.length % 8)) % 8;
+  json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, original.subarray(8 + headerLen)]);
+}
+
+/** The fixture re-serialised with one tensor replaced or removed. */
+function withTensors(edit) {
+  const { tensors } = parseSafetensors(original);
+  const out = new Map();
+  for (const [name, t] of tensors) out.set(name, { dtype: 'F32', shape: t.shape, data: t.data });
+  edit(out);
+  return serializeSafetensors(out);
+}
+
+async function rejects(t, promise, Cls, code, re, what) {
+  try {
+    await promise;
+    t.fail(`${what}: resolved`);
+  } catch (err) {
+    t.ok(err instanceof Cls, `${what}: ${Cls.name} (got ${err && err.constructor && err.constructor.name})`);
+    t.equal(err.code, code, `${what}: code ${code}`);
+    t.match(String(err.message), re, `${what}: ${err.message}`);
+  }
+}
+
+test('loadModel reports the architecture, schedule and backend', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  t.deepEqual(
+    { ...model.architecture },
+    { embedDim: 48, depth: 12, numHeads: 3, patchSize: 16, inChans: 3, gridSize: [14, 14], numClasses: 10, mlpHidden: 192, arch: null },
+  );
+  t.equal(model.imgSize, 224);
+  t.equal(model.backend, 'cpu');
+  t.deepEqual([3, 6, 9].map((b) => model.schedule.tokenCounts[b]), [139, 99, 71], 'default keep 0.7 fused');
+  t.equal(model.disposed, false);
+  model.dispose();
+  t.equal(model.disposed, true);
+});
+
+test('F16 and BF16 checkpoints load and agree with F32 within their precision', async (t) => {
+  const input = await readNpy(fixture('input-224.npy'));
+  const dense = golden.cases.find((c) => c.name === 'dense').logits.flat();
+  for (const [dtype, tol] of [['F16', 0.05], ['BF16', 0.5]]) {
+    const { tensors } = parseSafetensors(original);
+    const out = new Map();
+    for (const [name, tt] of tensors) out.set(name, { dtype, shape: tt.shape, data: tt.data });
+    const file = writeTmp(`tiny-${dtype}.safetensors`, serializeSafetensors(out));
+    const model = await loadModel(file, { ...tinyOptions, keepRate: 1 });
+    const res = await model.forward(input);
+    const maxDiff = Math.max(...dense.map((v, i) => Math.abs(v - res.logits[i])));
+    t.ok(maxDiff < tol, `${dtype}: max logit diff ${maxDiff.toExponential(2)} < ${tol}`);
+    t.ok(maxDiff > 0, `${dtype}: weights were really rounded`);
+    model.dispose();
+  }
+});
+
+test('forward overrides the schedule per call', async (t) => {
+  const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 0.7 });
+  const input = await readNpy(fixture('input-224.npy'));
+  const a = await model.forward(input, { keepRate: 0.5, fuse: false });
+  t.deepEqual(a.kept.map((k) => k.shape[1]), [98, 49, 25]);
+  const b = await model.forward(input, { keepRate: 1 });
+  t.deepEqual(b.kept, [], 'dense has no reorganising blocks');
+  const c = await model.forward(input, { dropLoc: [0], keepCounts: [1] });
+  t.deepEqual(c.kept.map((k) => k.shape[1]), [2], 'k = 1 plus the fused token');
+  const d = await model.forward(input, { dropLoc: [11], keepCounts: [195], fuse: false });
+  t.deepEqual(d.kept.map((k) => k.shape[1]), [195], 'k = N - 2 at the last block');
+  t.ok(d.logits.every(Number.isFinite));
+  model.dispose();
+});
+
+test('classify: images, Buffers and .npy batches, in input order', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  const png = await sharp({ create: { width: 300, height: 200, channels: 3, background: { r: 200, g: 40, b: 90 } } }).png().toBuffer();
+  const file = writeTmp('red.png', png);
+  const res = await model.classify([file, fixture('input-224.npy'), png], { top: 3 });
+  t.deepEqual(res.map((r) => r.input), [file, `${fixture('input-224.npy')}[0]`, `${fixture('input-224.npy')}[1]`, '<buffer ' + png.length + ' bytes>']);
+  for (const r of res) {
+    t.equal(r.logits.length, 10);
+    t.equal(r.top.length, 3);
+    t.ok(r.top[0].prob >= r.top[1].prob && r.top[1].prob >= r.top[2].prob, 'top sorted by probability');
+    t.equal(r.top[0].index, r.logits.indexOf(Math.max(...r.logits)), 'top-1 is the arg max');
+    t.deepEqual(r.kept.map((k) => [k.block, k.tokens.length]), [[3, 139], [6, 99], [9, 71]]);
+  }
+  const same = Math.max(...res[0].logits.map((v, i) => Math.abs(v - res[3].logits[i])));
+  t.ok(same < 1e-5, `the same image as a file and a Buffer (diff ${same.toExponential(2)})`);
+  const npyGolden = golden.cases.find((c) => c.name === 'keep0.7-fused').logits;
+  const diff = Math.max(...npyGolden[1].map((v, i) => Math.abs(v - res[2].logits[i])));
+  t.ok(diff < 1e-4, `.npy rows go through unchanged (diff ${diff.toExponential(2)})`);
+  const sum = (await model.classify(png, { top: 10 }))[0].top.reduce((a, b) => a + b.prob, 0);
+  t.ok(Math.abs(sum - 1) < 1e-9, 'probabilities over all classes sum to 1');
+  model.dispose();
+});
+
+test('labels are reported with the top classes', async (t) => {
+  const labels = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
+  const model = await loadModel(tinyModel, { ...tinyOptions, labels });
+  const [r] = await model.classify(fixture('input-224.npy'), { top: 2 });
+  t.equal(r.top[0].label, labels[r.top[0].index]);
+  model.dispose();
+});
+
+test('bad checkpoints give WeightsError', async (t) => {
+  const cases = [
+    ['truncated file', original.subarray(0, original.length - 1000), /truncat|past the end|out of range|exceed/i],
+    ['fewer than 8 bytes', original.subarray(0, 5), /8 bytes|too short|truncat/i],
+    ['header length past the end', (() => { const b = Buffer.from(original); b.writeBigUInt64LE(BigInt(b.length)); return b; })(), /header/i],
+    ['offsets out of range', withHeader((h) => { h['head.bias'].data_offsets = [original.length, original.length + 40]; }), /head\.bias/],
+    ['overlapping offsets', withHeader((h) => { h['head.bias'].data_offsets = h['norm.bias'].data_offsets.slice(); h['head.bias'].shape = [48]; }), /overlap/i],
+    ['unknown dtype', withHeader((h) => { h['head.bias'].dtype = 'Q7'; }), /Q7/],
+    ['unsupported dtype', withHeader((h) => { h['head.bias'].dtype = 'I64'; h['head.bias'].data_offsets[1] = h['head.bias'].data_offsets[0] + 80; }), /I64/],
+    ['missing tensor', withTensors((m) => m.delete('blocks.3.attn.qkv.bias')), /blocks\.3\.attn\.qkv\.bias/],
+    ['wrong shape', withTensors((m) => m.set('blocks.2.mlp.fc1.weight', { dtype: 'F32', shape: [191, 48], data: new Float32Array(191 * 48) })), /blocks\.2\.mlp\.fc1\.weight.*\[191,48\]/],
+    ['not safetensors at all', Buffer.from('this is not a checkpoint, just some text that is long enough'), /header|JSON|safetensors/i],
+  ];
+  for (const [what, buf, re] of cases) {
+    const file = writeTmp(`${what.replace(/\W+/g, '-')}.safetensors`, buf);
+    await rejects(t, loadModel(file, tinyOptions), evit.WeightsError, 'EVIT_BAD_WEIGHTS', re, what);
+  }
+  await rejects(t, loadModel(path.join(tmp, 'absent.safetensors'), tinyOptions), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /not found/, 'missing file');
+});
+
+test('bad options give OptionsError', async (t) => {
+  const cases = [
+    ['keepRate 0', { keepRate: 0 }, /keepRate/],
+    ['keepRate > 1', { keepRate: 1.5 }, /keepRate/],
+    ['keepRate negative', { keepRate: -0.1 }, /keepRate/],
+    ['dropLoc out of range', { dropLoc: [3, 12] }, /dropLoc entry 12/],
+    ['imgSize not a multiple of the patch', { imgSize: 230 }, /imgSize/],
+    ['unknown arch', { arch: 'deit_huge', numHeads: undefined }, /deit_huge/],
+    ['heads not dividing', { numHeads: 5 }, /5/],
+    ['device', { device: 'tpu' }, /device/],
+    ['threads', { threads: 0 }, /threads/],
+  ];
+  for (const [what, opts, re] of cases)
+    await rejects(t, loadModel(tinyModel, { ...tinyOptions, ...opts }), evit.OptionsError, 'EVIT_BAD_OPTIONS', re, what);
+  await rejects(t, loadModel(tinyModel, {}), evit.OptionsError, 'EVIT_BAD_OPTIONS', /numHeads/, 'no way to know the heads');
+});
+
+test('bad inputs give InputError', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  const good = await readNpy(fixture('input-224.npy'));
+  const cases = [
+    ['wrong dtype', { data: new Float64Array(good.data), shape: good.shape }, /Float32Array, got Float64Array/],
+    ['plain array', { data: Array.from(good.data.subarray(0, 10)), shape: good.shape }, /Float32Array/],
+    ['wrong rank', { data: good.data, shape: [2, 3, 224 * 224] }, /\[batch, channels, height, width\]/],
+    ['wrong size', { data: good.data.subarray(0, 3 * 256 * 256), shape: [1, 3, 256, 256] }, /expected \[batch, 3, 224, 224\]/],
+    ['wrong channels', { data: good.data.subarray(0, 224 * 224), shape: [1, 1, 224, 224] }, /expected \[batch, 3, 224, 224\]/],
+    ['length mismatch', { data: good.data.subarray(0, 1000), shape: [1, 3, 224, 224] }, /1000 elements/],
+    ['zero batch', { data: new Float32Array(0), shape: [0, 3, 224, 224] }, /positive integers/],
+    ['not an object', null, /must be \{data, shape\}/],
+  ];
+  for (const [what, input, re] of cases) await rejects(t, model.forward(input), evit.InputError, 'EVIT_BAD_INPUT', re, what);
+
+  const notImage = writeTmp('notes.png', 'these bytes are not a PNG');
+  await rejects(t, model.classify(notImage), evit.InputError, 'EVIT_BAD_INPUT', /notes\.png/, 'a file that is not an image');
+  const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#888' } }).png().toBuffer();
+  await rejects(t, model.classify(png.subarray(0, 40)), evit.InputError, 'EVIT_BAD_INPUT', /buffer/, 'truncated image');
+  await rejects(t, model.classify(path.join(tmp, 'missing.jpg')), evit.InputError, 'EVIT_BAD_INPUT', /missing\.jpg/, 'missing image');
+  await rejects(t, model.classify([]), evit.InputError, 'EVIT_BAD_INPUT', /at least one/, 'no inputs');
+  await rejects(t, model.classify(fixture('input-256.npy')), evit.InputError, 'EVIT_BAD_INPUT', /expected \[batch, 3, 224, 224\]/, '.npy of the wrong size');
+  await rejects(t, model.forward(good, { keepRate: 2 }), evit.OptionsError, 'EVIT_BAD_OPTIONS', /keepRate/, 'per-call keepRate');
+  await rejects(t, model.classify(png, { top: 0 }), evit.OptionsError, 'EVIT_BAD_OPTIONS', /top/, 'top 0');
+  model.dispose();
+});
+
+test('dispose: later calls throw DisposedError, running batches finish', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  const input = await readNpy(fixture('input-224.npy'));
+  const running = model.forward(input);
+  model.dispose();
+  const res = await running;
+  t.equal(res.logits.length, 20, 'a batch started before dispose completes');
+  const expected = golden.cases.find((c) => c.name === 'keep0.7-fused').logits.flat();
+  t.ok(Math.max(...expected.map((v, i) => Math.abs(v - res.logits[i]))) < 1e-4, 'and its result is right');
+  await rejects(t, model.forward(input), evit.DisposedError, 'EVIT_DISPOSED', /disposed/, 'forward after dispose');
+  await rejects(t, model.classify(fixture('input-224.npy')), evit.DisposedError, 'EVIT_DISPOSED', /disposed/, 'classify after dispose');
+  t.doesNotThrow(() => model.dispose(), 'dispose twice is harmless');
+});
+
+test('Symbol.asyncDispose disposes', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  t.equal(typeof model[Symbol.asyncDispose], 'function');
+  await model[Symbol.asyncDispose]();
+  t.equal(model.disposed, true);
+});
+
+test('forward runs off the event loop and concurrent calls each get their own result', async (t) => {
+  const model = await loadModel(tinyModel, tinyOptions);
+  const input = await readNpy(fixture('input-224.npy'));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  const schedules = [{ keepRate: 1 }, { keepRate: 0.7 }, { keepRate: 0.7, fuse: false }, { keepRate: 0.5 }];
+  const results = await Promise.all(schedules.map((s) => model.forward(input, s)));
+  clearInterval(timer);
+  t.ok(ticks > 0, `the event loop ran ${ticks} timer callbacks while batches ran`);
+  const names = ['dense', 'keep0.7-fused', 'keep0.7-nofuse', 'keep0.5-fused'];
+  results.forEach((r, i) => {
+    const want = golden.cases.find((c) => c.name === names[i]).logits.flat();
+    const diff = Math.max(...want.map((v, j) => Math.abs(v - r.logits[j])));
+    t.ok(diff < 1e-4, `${names[i]} got its own result (diff ${diff.toExponential(2)})`);
+  });
+  model.dispose();
+});
+
+test('pos_embed is resized for other input sizes', async (t) => {
+  const model = await loadModel(tinyModel, { ...tinyOptions, imgSize: 128 });
+  t.equal(model.imgSize, 128);
+  t.equal(model.numPatches, 64);
+  const out = await model.forward({ data: new Float32Array(3 * 128 * 128).fill(0.1), shape: [1, 3, 128, 128] });
+  t.deepEqual(out.kept.map((k) => k.shape[1]), [46, 34, 25], 'ceil(0.7·64)=45+1, ceil(0.7·46)=33+1, ceil(0.7·34)=24+1');
+  model.dispose();
+});
+
+test('the native binding validates what it is handed', (t) => {
+  const { Model } = loadBinding();
+  const { tensors } = parseSafetensors(original);
+  const record = {};
+  for (const [name, tt] of tensors) record[name] = tt.data;
+  const config = { embedDim: 48, depth: 12, numHeads: 3, patchSize: 16, inChans: 3, gridH: 14, gridW: 14, numClasses: 10, mlpHidden: 192 };
+  t.throws(() => new Model({ ...config, numHeads: 5 }, record), /numHeads \(5\) does not divide embedDim \(48\)/);
+  t.throws(() => new Model({ ...config, depth: 0 }, record), /config\.depth/);
+  t.throws(() => new Model({ ...config, depth: 1.5 }, record), /config\.depth must be an integer/);
+  t.throws(() => new Model({ ...config, embedDim: undefined }, record), /config\.embedDim is required/);
+  t.throws(() => new Model(config, { ...record, 'norm.bias': undefined }), /missing tensor norm\.bias|tensor norm\.bias must be a Float32Array/);
+  const { 'head.bias': _drop, ...withoutHead } = record;
+  t.throws(() => new Model(config, withoutHead), /missing tensor head\.bias/);
+  t.throws(() => new Model(config, { ...record, 'head.bias': new Float32Array(9) }), /head\.bias has 9 elements, expected 10/);
+  t.throws(() => new Model(config, { ...record, 'head.bias': new Float64Array(10) }), /head\.bias must be a Float32Array/);
+  t.throws(() => new Model({ ...config, gridH: 15 }, record), /pos_embed has 9456 elements, expected 10128/);
+  t.throws(() => Model(config, record), /new/, 'called without new');
+
+  const m = new Model(config, record);
+  const img = new Float32Array(3 * 224 * 224);
+  const keep = new Int32Array(12).fill(-1);
+  const fuse = new Uint8Array(12);
+  t.throws(() => m.forward(img, 2, keep, fuse), /images has 150528 elements, expected 301056/);
+  t.throws(() => m.forward(img, 0, keep, fuse), /batch must be an integer in \[1, 4096\]/);
+  t.throws(() => m.forward(img, 1, new Int32Array(11), fuse), /keep has 11 elements, expected 12/);
+  t.throws(() => m.forward(img, 1, keep, new Int32Array(12)), /fuse must be a Uint8Array/);
+  const tooMany = keep.slice(); tooMany[3] = 196;
+  t.throws(() => m.forward(img, 1, tooMany, fuse), /block 3 keeps 196 of 196 tokens/);
+  const zero = keep.slice(); zero[0] = 0;
+  t.throws(() => m.forward(img, 1, zero, fuse), /block 0 keeps 0 of 196/);
+  m.dispose();
+  t.throws(() => m.forward(img, 1, keep, fuse), /disposed/);
+  t.end();
+});
