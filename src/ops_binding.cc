@@ -25,7 +25,9 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   auto x = typedArrayArg<float>(info[0], "x", (int64_t)rows * C);
   auto w = typedArrayArg<float>(info[3], "w", C);
   auto b = typedArrayArg<float>(info[4], "b", C);
-  const float eps = info[5].ToNumber().FloatValue();
+  if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
+    throw Napi::TypeError::New(info.Env(), "eps must be a non-negative number");
+  const float eps = info[5].As<Napi::Number>().FloatValue();
   std::vector<float> out((size_t)rows * C);
   cpu::layerNorm(x.Data(), out.data(), rows, C, w.Data(), b.Data(), eps);
   return copyOf(info.Env(), out.data(), out.size());

@@ -19,9 +19,9 @@ void layerNorm(const float* x, float* out, int rows, int C, const float* w, cons
         const double dv = xr[c] - mean;
         sq += dv * dv;
       }
-      const float m = (float)mean;
-      const float inv = (float)(1.0 / std::sqrt(sq / C + eps));
-      for (int c = 0; c < C; ++c) yr[c] = (xr[c] - m) * inv * w[c] + b[c];
+      const double inv = 1.0 / std::sqrt(sq / C + eps);
+      // Centre in double too: rounding the mean to float would cost |mean|·2^-24/σ per element.
+      for (int c = 0; c < C; ++c) yr[c] = (float)((xr[c] - mean) * inv) * w[c] + b[c];
     }
   });
 }
