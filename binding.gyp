@@ -19,7 +19,8 @@
         "src/cpu/topk.cc",
         "src/cpu/gather_fuse.cc",
         "src/cpu/patch_embed.cc",
-        "src/cpu/fma_peak.cc"
+        "src/cpu/fma_peak.cc",
+        "src/cpu/vec_math.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -5,6 +5,7 @@
 
 #include "ops.h"
 #include "thread_pool.h"
+#include "vec_math.h"
 
 namespace evit::cpu {
 
@@ -24,18 +25,7 @@ void clsAttention(const float* qkv, int B, int N, int heads, int headDim, float*
     const float* v = q + 2 * C;
     float* p = probs.data() + (size_t)worker * N * N;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, headDim, scale, q, ld, k, ld, 0.0f, p, N);
-    for (int i = 0; i < N; ++i) {
-      float* row = p + (size_t)i * N;
-      float mx = row[0];
-      for (int j = 1; j < N; ++j) mx = std::max(mx, row[j]);
-      float sum = 0;
-      for (int j = 0; j < N; ++j) {
-        row[j] = std::exp(row[j] - mx);
-        sum += row[j];
-      }
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < N; ++j) row[j] *= inv;
-    }
+    for (int i = 0; i < N; ++i) softmaxRow(p + (size_t)i * N, N);
     if (clsScores) std::copy(p, p + N, headRows.data() + ((size_t)b * heads + h) * N);
     float* o = out + (size_t)b * N * C + (size_t)h * headDim;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, headDim, N, 1.0f, p, N, v, ld, 0.0f, o, C);

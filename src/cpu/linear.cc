@@ -4,6 +4,7 @@
 
 #include "ops.h"
 #include "thread_pool.h"
+#include "vec_math.h"
 
 namespace evit::cpu {
 
@@ -22,10 +23,7 @@ void linearTile(const float* x, int K, const float* W, const float* b, int N, fl
     float* row = c + (size_t)i * N;
     const float* bias = b + n0;
     if (ep == Epilogue::BiasGelu) {
-      for (int j = 0; j < n; ++j) {
-        const float v = row[j] + bias[j];
-        row[j] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-      }
+      biasGeluRow(row, bias, row, n);
     } else {
       for (int j = 0; j < n; ++j) row[j] += bias[j];
     }
