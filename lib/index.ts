@@ -2,7 +2,7 @@
  * evit: Vision Transformer inference with EViT token reorganisation.
  */
 export { loadModel, Model } from './model';
-export type { LoadOptions, Tensor4D, ForwardOutput, KeptTokens, Classification, ClassifyOptions, TopClass } from './model';
+export type { LoadOptions, Tensor4D, ForwardOptions, ForwardProfile, ForwardOutput, KeptTokens, Classification, ClassifyOptions, TopClass } from './model';
 export { keepSchedule, DEFAULT_DROP_LOC, DEFAULT_KEEP_RATE } from './schedule';
 export type { Schedule, ScheduleOptions } from './schedule';
 export { EvitError, WeightsError, OptionsError, InputError, DisposedError, NativeError } from './errors';

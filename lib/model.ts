@@ -3,7 +3,7 @@
  */
 import * as path from 'node:path';
 import { DisposedError, InputError, NativeError, OptionsError } from './errors';
-import { loadBinding, type NativeModel } from './native';
+import { loadBinding, PROFILE_SLOTS, type NativeModel } from './native';
 import { readNpy } from './npy';
 import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
@@ -41,6 +41,20 @@ export interface KeptTokens {
   shape: [number, number];
 }
 
+export interface ForwardOptions extends ScheduleOptions {
+  /** Time every op of the pass (adds a clock read per op). */
+  profile?: boolean;
+}
+
+export type BlockOp = (typeof PROFILE_SLOTS)[number];
+
+/** Wall time of each op of one forward pass, in ms. `reorganise` is top-k plus gather and fusion. */
+export interface ForwardProfile {
+  patchEmbed: number;
+  head: number;
+  blocks: Array<{ block: number; tokens: number } & Record<BlockOp, number>>;
+}
+
 export interface ForwardOutput {
   /** [batch, classes] row-major. */
   logits: Float32Array;
@@ -48,6 +62,8 @@ export interface ForwardOutput {
   kept: KeptTokens[];
   /** The schedule this batch ran with. */
   schedule: Schedule;
+  /** With `profile: true`. */
+  profile?: ForwardProfile;
 }
 
 export interface TopClass {
@@ -118,13 +134,14 @@ export class Model {
    * Runs a preprocessed batch [B, C, H, W]. Schedule options override the model's for this call.
    * The input is read in place, without a copy: do not modify it until the promise settles.
    */
-  async forward(input: Tensor4D, options: ScheduleOptions = {}): Promise<ForwardOutput> {
+  async forward(input: Tensor4D, options: ForwardOptions = {}): Promise<ForwardOutput> {
     const native = this.#alive();
     const [batch] = this.#checkInput(input);
-    const schedule = this.scheduleFor(options);
+    const { profile = false, ...scheduleOptions } = options ?? {};
+    const schedule = this.scheduleFor(scheduleOptions);
     let res;
     try {
-      res = await native.forward(input.data, batch, schedule.keep, schedule.fuse);
+      res = await native.forward(input.data, batch, schedule.keep, schedule.fuse, profile === true);
     } catch (err) {
       throw new NativeError(`forward pass failed: ${(err as Error).message}`, { cause: err });
     }
@@ -133,7 +150,23 @@ export class Model {
       shape: [batch, this.architecture.numClasses],
       kept: res.kept.map((k) => ({ block: k.block, tokens: k.tokens, shape: [batch, k.perImage] as [number, number] })),
       schedule,
+      ...(res.profile ? { profile: this.#profile(res.profile, schedule) } : {}),
     };
+  }
+
+  #profile(raw: Float64Array, schedule: Schedule): ForwardProfile {
+    const n = PROFILE_SLOTS.length;
+    const blocks = [];
+    let tokens = this.numPatches;
+    for (let b = 0; b < this.architecture.depth; b++) {
+      const entry = { block: b, tokens } as ForwardProfile['blocks'][number];
+      PROFILE_SLOTS.forEach((slot, j) => {
+        entry[slot] = raw[2 + b * n + j]!;
+      });
+      blocks.push(entry);
+      tokens = schedule.tokenCounts[b]!;
+    }
+    return { patchEmbed: raw[0]!, head: raw[1]!, blocks };
   }
 
   /**

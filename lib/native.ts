@@ -30,11 +30,18 @@ export interface NativeKept {
 export interface NativeForwardResult {
   logits: Float32Array;
   kept: NativeKept[];
+  /** With profile: ms for [patchEmbed, head, then per block ln1, qkv, attention, proj, reorganise, ln2, fc1, fc2]. */
+  profile?: Float64Array;
 }
+
+/** Order of the per-block entries of NativeForwardResult.profile. */
+export const PROFILE_SLOTS = ['ln1', 'qkv', 'attention', 'proj', 'reorganise', 'ln2', 'fc1', 'fc2'] as const;
 
 export interface NativeModel {
   /** keep[i] < 0: block i runs dense; else it keeps keep[i] tokens (+1 fused when fuse[i]). */
-  forward(images: Float32Array, batch: number, keep: Int32Array, fuse: Uint8Array): Promise<NativeForwardResult>;
+  forward(
+    images: Float32Array, batch: number, keep: Int32Array, fuse: Uint8Array, profile?: boolean,
+  ): Promise<NativeForwardResult>;
   dispose(): void;
   readonly backend: 'cpu' | 'cuda';
   readonly disposed: boolean;
@@ -78,7 +85,8 @@ export interface NativeOps {
     W: Float32Array, b: Float32Array, cls: Float32Array, pos: Float32Array, C: number,
   ): Float32Array;
   gelu(x: Float32Array): Float32Array;
-  measureFmaPeak(threads: number, seconds: number): number;
+  /** Sustained FMA GFLOP/s of `threads` threads; 0 when the CPU lacks that width. Default: the widest it has. */
+  measureFmaPeak(threads: number, seconds: number, width?: 'widest' | 'avx2' | 'avx512'): number;
 }
 
 export interface NativeBinding {

@@ -62,7 +62,11 @@ struct ForwardRequest {
   const float* images = nullptr;  // [batch, inChans, imgH, imgW]
   int batch = 0;
   std::vector<BlockPlan> plan;  // one per block
+  bool profile = false;         // record per-op wall times
 };
+
+// Per-op times of one forward pass, in milliseconds.
+enum ProfileSlot { kLn1, kQkv, kAttention, kProj, kReorganise, kLn2, kFc1, kFc2, kSlotsPerBlock };
 
 struct KeptTokens {
   int block;
@@ -73,6 +77,8 @@ struct KeptTokens {
 struct ForwardResult {
   std::vector<float> logits;  // [batch, numClasses]
   std::vector<KeptTokens> kept;
+  // With req.profile: [patchEmbed, head, then kSlotsPerBlock per block].
+  std::vector<double> profile;
 };
 
 class PreparedModel {

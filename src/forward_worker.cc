@@ -49,6 +49,11 @@ void ForwardWorker::OnOK() {
     kept.Set((uint32_t)i, o);
   }
   res.Set("kept", kept);
+  if (!result_.profile.empty()) {
+    auto prof = Napi::Float64Array::New(env, result_.profile.size());
+    std::memcpy(prof.Data(), result_.profile.data(), result_.profile.size() * sizeof(double));
+    res.Set("profile", prof);
+  }
   deferred_.Resolve(res);
 }
 

@@ -93,6 +93,7 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   ForwardRequest req;
   req.images = images.Data();
   req.batch = batch;
+  req.profile = info.Length() > 4 && info[4].ToBoolean();
   req.plan.resize(c.depth);
   for (int i = 0; i < c.depth; ++i) req.plan[i] = BlockPlan{keep[i], fuse[i] != 0};
   try {

@@ -142,7 +142,14 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "seconds must be a number");
   const double seconds = info[1].As<Napi::Number>().DoubleValue();
   if (!(seconds > 0 && seconds <= 60)) throw Napi::RangeError::New(info.Env(), "seconds must be in (0, 60]");
-  return Napi::Number::New(info.Env(), cpu::measureFmaPeak(threads, seconds));
+  cpu::FmaWidth width = cpu::FmaWidth::Widest;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    const std::string w = info[2].ToString().Utf8Value();
+    if (w == "avx2") width = cpu::FmaWidth::Avx2;
+    else if (w == "avx512") width = cpu::FmaWidth::Avx512;
+    else if (w != "widest") throw Napi::RangeError::New(info.Env(), "width must be 'widest', 'avx2' or 'avx512'");
+  }
+  return Napi::Number::New(info.Env(), cpu::measureFmaPeak(threads, seconds, width));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "cpu_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <utility>
 
@@ -30,8 +31,20 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   for (int b = 0; b < B; ++b)
     for (int p = 0; p < P; ++p) origins[(size_t)b * P + p] = p;
 
+  // Lap timer for the profile: each call charges the time since the previous one to a slot.
+  out.profile.assign(req.profile ? 2 + (size_t)c.depth * kSlotsPerBlock : 0, 0.0);
+  auto last = std::chrono::steady_clock::now();
+  auto lap = [&](size_t slot) {
+    if (!req.profile) return;
+    const auto now = std::chrono::steady_clock::now();
+    out.profile[slot] += std::chrono::duration<double, std::milli>(now - last).count();
+    last = now;
+  };
+  auto blockSlot = [&](int block, ProfileSlot s) { return 2 + (size_t)block * kSlotsPerBlock + s; };
+
   patchEmbed(req.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, w.patchW, w.patchB, w.clsToken, w.posEmbed, C,
              x.data());
+  lap(0);
 
   out.kept.clear();
   for (int i = 0; i < c.depth; ++i) {
@@ -40,10 +53,14 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
     const int N = n[i];
     int rows = B * N;
     layerNorm(x.data(), xn.data(), rows, C, bw.norm1W, bw.norm1B, c.eps);
+    lap(blockSlot(i, kLn1));
     linear(xn.data(), rows, C, bw.qkvW, bw.qkvB, 3 * C, qkv.data(), Epilogue::Bias);
+    lap(blockSlot(i, kQkv));
     const bool drop = plan.keep >= 0;
     clsAttention(qkv.data(), B, N, H, d, attn.data(), drop ? scores.data() : nullptr);
+    lap(blockSlot(i, kAttention));
     linear(attn.data(), rows, C, bw.projW, bw.projB, C, x.data(), Epilogue::BiasResidual);
+    lap(blockSlot(i, kProj));
     if (drop) {
       const int k = plan.keep, outTokens = k + (plan.fuse ? 1 : 0);
       topk(scores.data(), B, N - 1, k, idx.data());
@@ -54,10 +71,14 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
       std::swap(origins, nextOrigins);
       out.kept.push_back({i, outTokens, std::vector<int32_t>(origins.begin(), origins.begin() + (size_t)B * outTokens)});
       rows = B * n[i + 1];
+      lap(blockSlot(i, kReorganise));
     }
     layerNorm(x.data(), xn.data(), rows, C, bw.norm2W, bw.norm2B, c.eps);
+    lap(blockSlot(i, kLn2));
     linear(xn.data(), rows, C, bw.fc1W, bw.fc1B, c.mlpHidden, hidden.data(), Epilogue::BiasGelu);
+    lap(blockSlot(i, kFc1));
     linear(hidden.data(), rows, c.mlpHidden, bw.fc2W, bw.fc2B, C, x.data(), Epilogue::BiasResidual);
+    lap(blockSlot(i, kFc2));
   }
 
   const int Nf = n[c.depth];
@@ -66,6 +87,7 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   layerNorm(cls.data(), cls.data(), B, C, w.normW, w.normB, c.eps);
   out.logits.assign((size_t)B * c.numClasses, 0.0f);
   linear(cls.data(), B, C, w.headW, w.headB, c.numClasses, out.logits.data(), Epilogue::Bias);
+  lap(1);
 }
 
 }  // namespace evit::cpu

@@ -32,15 +32,43 @@ __attribute__((target("avx2,fma"))) double fmaLoopAvx2(double seconds) {
   return flops;
 }
 
+// The same with 512-bit registers: on CPUs with two full-width FMA units this is the real peak.
+__attribute__((target("avx512f"))) double fmaLoopAvx512(double seconds) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
+  const __m512 a = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  const auto start = std::chrono::steady_clock::now();
+  double flops = 0;
+  for (;;) {
+    for (int it = 0; it < 100000; ++it)
+      for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, c);
+    flops += 100000.0 * 12 * 16 * 2;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= seconds) break;
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
+  alignas(64) float sink[16];
+  _mm512_store_ps(sink, s);
+  volatile float keep = sink[0];
+  (void)keep;
+  return flops;
+}
+
 }  // namespace
 
-double measureFmaPeak(int threads, double seconds) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0.0;
+bool cpuHasAvx512() { return __builtin_cpu_supports("avx512f"); }
+
+double measureFmaPeak(int threads, double seconds, FmaWidth width) {
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (width == FmaWidth::Widest) width = cpuHasAvx512() ? FmaWidth::Avx512 : FmaWidth::Avx2;
+  if (width == FmaWidth::Avx512 && !cpuHasAvx512()) return 0.0;
+  if (width == FmaWidth::Avx2 && !avx2) return 0.0;
   if (threads < 1) threads = 1;
   std::vector<double> flops(threads);
   std::vector<std::thread> ts;
   const auto start = std::chrono::steady_clock::now();
-  for (int t = 0; t < threads; ++t) ts.emplace_back([&, t] { flops[t] = fmaLoopAvx2(seconds); });
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] { flops[t] = width == FmaWidth::Avx512 ? fmaLoopAvx512(seconds) : fmaLoopAvx2(seconds); });
   for (auto& t : ts) t.join();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   double total = 0;

@@ -8,33 +8,43 @@ namespace evit::cpu {
 
 void gatherFuse(const float* x, int B, int N, int C, const float* scores, const int32_t* idx, int k, bool fuse,
                 float* out, const int32_t* originsIn, int32_t* originsOut, int32_t fusedOrigin) {
-  const int M = N - 1, outN = 1 + k + (fuse ? 1 : 0);
-  pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
-    std::vector<char> kept(M);
-    for (size_t b = b0; b < b1; ++b) {
-      const float* xb = x + b * N * C;
-      const float* s = scores + b * M;
-      const int32_t* ib = idx + b * k;
-      float* ob = out + b * outN * C;
-      std::copy(xb, xb + C, ob);
-      std::fill(kept.begin(), kept.end(), 0);
-      for (int i = 0; i < k; ++i) {
+  const int M = N - 1, outN = 1 + k + (fuse ? 1 : 0), outTokens = k + (fuse ? 1 : 0);
+  ThreadPool& tp = pool();
+  const int T = tp.size();
+  // Token j of image b is dropped iff dropped[b*M + j]; built once, read by every part.
+  std::vector<char> dropped(fuse ? (size_t)B * M : 0, 1);
+  if (fuse)
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < k; ++i) dropped[(size_t)b * M + idx[(size_t)b * k + i]] = 0;
+
+  // Each image is cut into T parts so a single image still uses every thread: part t copies
+  // kept rows [t·k/T, (t+1)·k/T) and sums fused channels [t·C/T, (t+1)·C/T) in token order.
+  tp.parallelFor((size_t)B * T, [&](size_t p0, size_t p1, int) {
+    for (size_t p = p0; p < p1; ++p) {
+      const int b = (int)(p / T), t = (int)(p % T);
+      const float* xb = x + (size_t)b * N * C;
+      const float* s = scores + (size_t)b * M;
+      const int32_t* ib = idx + (size_t)b * k;
+      float* ob = out + (size_t)b * outN * C;
+      if (t == 0) std::copy(xb, xb + C, ob);
+      for (int i = k * t / T; i < k * (t + 1) / T; ++i) {
         const int j = ib[i];
-        kept[j] = 1;
         std::copy(xb + (size_t)(1 + j) * C, xb + (size_t)(2 + j) * C, ob + (size_t)(1 + i) * C);
-        if (originsOut) originsOut[b * (k + fuse) + i] = originsIn ? originsIn[b * M + j] : j;
+        if (originsOut) originsOut[(size_t)b * outTokens + i] = originsIn ? originsIn[(size_t)b * M + j] : j;
       }
       if (!fuse) continue;
-      // Raw scores as weights, summed in token order: no renormalisation (SPEC §1).
+      // Raw scores as weights, no renormalisation (SPEC §1).
+      const int c0 = C * t / T, c1 = C * (t + 1) / T;
       float* f = ob + (size_t)(1 + k) * C;
-      std::fill(f, f + C, 0.0f);
+      std::fill(f + c0, f + c1, 0.0f);
+      const char* drop = dropped.data() + (size_t)b * M;
       for (int j = 0; j < M; ++j) {
-        if (kept[j]) continue;
+        if (!drop[j]) continue;
         const float w = s[j];
         const float* row = xb + (size_t)(1 + j) * C;
-        for (int c = 0; c < C; ++c) f[c] += w * row[c];
+        for (int c = c0; c < c1; ++c) f[c] += w * row[c];
       }
-      if (originsOut) originsOut[b * (k + 1) + k] = fusedOrigin;
+      if (t == 0 && originsOut) originsOut[(size_t)b * outTokens + k] = fusedOrigin;
     }
   });
 }

@@ -42,7 +42,10 @@ void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, con
 // exact-erf GELU in place.
 void gelu(float* x, long n);
 
-// Sustained single-precision FMA throughput of `threads` threads over `seconds`, in GFLOP/s.
-double measureFmaPeak(int threads, double seconds);
+enum class FmaWidth { Widest, Avx2, Avx512 };
+// Sustained single-precision FMA throughput of `threads` threads over `seconds`, in GFLOP/s;
+// 0 when the CPU lacks the instructions. Widest: AVX-512 where present, else AVX2.
+double measureFmaPeak(int threads, double seconds, FmaWidth width = FmaWidth::Widest);
+bool cpuHasAvx512();
 
 }  // namespace evit::cpu

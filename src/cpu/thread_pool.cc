@@ -6,6 +6,19 @@
 
 namespace evit::cpu {
 
+namespace {
+
+// About half a millisecond of pause instructions: longer than the gap between two ops of a pass.
+constexpr int kSpinIterations = 1 << 14;
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
 ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
   for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
 }
@@ -13,28 +26,32 @@ ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::workerLoop(int id) {
-  size_t seen = 0;
+  uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job;
-    {
+    uint64_t g;
+    int spins = 0;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      if (++spins < kSpinIterations) {
+        cpuRelax();
+        continue;
+      }
       std::unique_lock<std::mutex> lk(mu_);
-      wake_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+      ++sleepers_;
+      wake_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); });
+      --sleepers_;
+      spins = 0;
     }
-    (*job)(id);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_.notify_one();
-    }
+    seen = g;
+    (*job_)(id);
+    pending_.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -43,17 +60,25 @@ void ThreadPool::run(const std::function<void(int)>& job) {
     job(0);
     return;
   }
+  job_ = &job;
+  pending_.store(threads_ - 1, std::memory_order_relaxed);
+  bool anySleeping;
   {
+    // Under the lock, a worker either sees the new generation before it sleeps or is counted.
     std::lock_guard<std::mutex> lk(mu_);
-    job_ = &job;
-    pending_ = threads_ - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
+    anySleeping = sleepers_ > 0;
   }
-  wake_.notify_all();
+  if (anySleeping) wake_.notify_all();
   job(0);
-  std::unique_lock<std::mutex> lk(mu_);
-  done_.wait(lk, [&] { return pending_ == 0; });
-  job_ = nullptr;
+  int spins = 0;
+  while (pending_.load(std::memory_order_acquire) != 0) {
+    if (++spins < kSpinIterations) {
+      cpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::parallelFor(size_t n, const std::function<void(size_t, size_t, int)>& fn) {

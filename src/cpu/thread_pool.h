@@ -1,9 +1,13 @@
 // One pool for all CPU work. OpenBLAS runs single-threaded inside it, so its
-// threads and ours never oversubscribe the cores.
+// threads and ours never oversubscribe the cores. Workers spin briefly before
+// sleeping: a forward pass issues dozens of short parallel ops back to back, and
+// a futex wake-up per op would cost more than many of them.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -36,12 +40,13 @@ class ThreadPool {
 
   int threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int)>* job_ = nullptr;
-  size_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::mutex mu_;  // guards sleepers_ and the sleep/wake handshake
+  std::condition_variable wake_;
+  int sleepers_ = 0;
+  const std::function<void(int)>* job_ = nullptr;  // published by the release increment of generation_
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
   std::mutex passMutex_;
 };
 
