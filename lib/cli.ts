@@ -104,7 +104,7 @@ function info(): void {
   const b = loadBinding().backendInfo();
   const lines = [
     `evit ${version()} (Node ${process.version}, ${process.platform}-${process.arch})`,
-    `cpu:  available, ${b.cpu.threads} threads, ${b.cpu.blas}`,
+    `cpu:  available, ${b.cpu.threads} threads, ${b.cpu.simd} kernels, ${b.cpu.blas}`,
     b.cuda.available
       ? `cuda: available, ${b.cuda.devices.map((d) => `${d.name} (sm ${d.computeCapability})`).join(', ')}`
       : `cuda: not used: ${b.cuda.reason}`,

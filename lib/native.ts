@@ -55,7 +55,8 @@ export interface CudaDeviceInfo {
 }
 
 export interface BackendInfo {
-  cpu: { threads: number; blas: string; blasCore: string };
+  /** simd: the widest vector path evit's own CPU kernels take (capped by EVIT_CPU_ISA). */
+  cpu: { threads: number; blas: string; blasCore: string; simd: 'avx512' | 'avx2' | 'scalar' };
   cuda: {
     compiled: boolean;
     available: boolean;

@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include "cpu/thread_pool.h"
+#include "cpu/vec_math.h"
 #include "cuda_probe.h"
 #include "model_handle.h"
 #include "ops_binding.h"
@@ -19,6 +20,7 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   cpuInfo.Set("threads", cpu::configureThreads(0));
   cpuInfo.Set("blas", std::string(openblas_get_config()));
   cpuInfo.Set("blasCore", std::string(openblas_get_corename()));
+  cpuInfo.Set("simd", cpu::hasAvx512() ? "avx512" : cpu::hasAvx2Fma() ? "avx2" : "scalar");
   res.Set("cpu", cpuInfo);
 
   const CudaReport r = probeCuda();

@@ -1,5 +1,9 @@
 #include "vec_math.h"
 
+// GCC 12's AVX-512 headers build masked intrinsics from an undefined __Y and warn about it.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <algorithm>
 
 namespace evit::cpu {
@@ -67,9 +71,41 @@ __attribute__((target("avx2,fma"))) void biasGeluRowAvx2(const float* in, const 
   }
 }
 
+// Masked loads cover the tail, so every element goes through the same vector code.
+__attribute__((target("avx512f"))) void softmaxRowAvx512(float* row, int n) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, row + j));
+  }
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), m));
+    _mm512_mask_storeu_ps(row + j, k, e);
+    vsum = _mm512_mask_add_ps(vsum, k, vsum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(row + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), inv));
+  }
+}
+
+__attribute__((target("avx512f"))) void biasGeluRowAvx512(const float* in, const float* bias, float* out, int n) {
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(k, in + j);
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias + j));
+    _mm512_mask_storeu_ps(out + j, k, gelu512(v));
+  }
+}
+
 }  // namespace
 
 void softmaxRow(float* row, int n) {
+  if (hasAvx512()) return softmaxRowAvx512(row, n);
   if (hasAvx2Fma()) return softmaxRowAvx2(row, n);
   float mx = row[0];
   for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
@@ -83,6 +119,7 @@ void softmaxRow(float* row, int n) {
 }
 
 void biasGeluRow(const float* in, const float* bias, float* out, int n) {
+  if (hasAvx512()) return biasGeluRowAvx512(in, bias, out, n);
   if (hasAvx2Fma()) return biasGeluRowAvx2(in, bias, out, n);
   for (int j = 0; j < n; ++j) out[j] = geluScalar(in[j] + (bias ? bias[j] : 0.0f));
 }
