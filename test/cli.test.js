@@ -69,7 +69,7 @@ test('errors exit non-zero with a message, never a stack trace', (t) => {
 test('info and --version', (t) => {
   const info = run(['info']);
   t.equal(info.status, 0);
-  t.match(info.stdout, /cpu:\s+available, \d+ threads, OpenBLAS/);
+  t.match(info.stdout, /cpu:\s+available, \d+ threads, (avx512|avx2|scalar) kernels, OpenBLAS/);
   t.match(info.stdout, /cuda: /);
   const v = run(['--version']);
   t.equal(v.stdout.trim(), require('../package.json').version);
