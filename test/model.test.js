@@ -278,3 +278,24 @@ test('the native binding validates what it is handed', (t) => {
   t.throws(() => m.forward(img, 1, keep, fuse), /disposed/);
   t.end();
 });
+
+test('single-op calls on the JS thread while a forward pass runs do not disturb it', async (t) => {
+  const { ops } = loadBinding();
+  const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 1 });
+  const input = await readNpy(fixture('input-224.npy'));
+  const running = model.forward(input);
+  const x = new Float32Array(64 * 48).map((_, i) => Math.sin(i));
+  const w = new Float32Array(48).fill(1);
+  const b = new Float32Array(48);
+  let calls = 0;
+  const first = ops.layerNorm(x, 64, 48, w, b, 1e-6);
+  for (let i = 0; i < 200; i++) {
+    const again = ops.layerNorm(x, 64, 48, w, b, 1e-6);
+    if (again.every((v, j) => v === first[j])) calls++;
+  }
+  const res = await running;
+  t.equal(calls, 200, 'every op call gave the same result');
+  const want = golden.cases.find((c) => c.name === 'dense').logits.flat();
+  t.ok(Math.max(...want.map((v, i) => Math.abs(v - res.logits[i]))) < 1e-4, 'the pass is still right');
+  model.dispose();
+});

@@ -60,6 +60,8 @@ void ThreadPool::run(const std::function<void(int)>& job) {
     job(0);
     return;
   }
+  // One job at a time: the single-op exports may run on the JS thread while a pass runs on a worker.
+  std::lock_guard<std::mutex> one(runMu_);
   job_ = &job;
   pending_.store(threads_ - 1, std::memory_order_relaxed);
   bool anySleeping;

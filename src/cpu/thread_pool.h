@@ -25,7 +25,7 @@ class ThreadPool {
   int size() const { return threads_; }
 
   // Splits [0, n) into size() contiguous chunks; the calling thread runs chunk 0.
-  // fn(begin, end, worker) must not throw.
+  // fn(begin, end, worker) must not throw, nor call back into the pool.
   void parallelFor(size_t n, const std::function<void(size_t, size_t, int)>& fn);
 
   // Same, but n tasks handed out one at a time (for uneven work).
@@ -47,6 +47,7 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex runMu_;
   std::mutex passMutex_;
 };
 
