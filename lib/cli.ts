@@ -24,6 +24,7 @@ classify options:
   --img-size S          input side in pixels (default: the checkpoint's)
   --top K               classes to show per input (default 5)
   --threads N           CPU threads (default: one per core)
+  --labels FILE         class names: a JSON array, or one name per line
   --json                print one JSON object instead of text
 
 INPUT is an image file (jpeg, png, webp, ...) or a .npy float32 [B, C, H, W] tensor
@@ -58,6 +59,7 @@ async function classify(argv: string[]): Promise<void> {
       'img-size': { type: 'string' },
       top: { type: 'string' },
       threads: { type: 'string' },
+      labels: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -74,6 +76,7 @@ async function classify(argv: string[]): Promise<void> {
     fuse: values.fuse,
     imgSize: num('img-size', values['img-size']),
     threads: num('threads', values.threads),
+    labels: values.labels === undefined ? undefined : readLabels(values.labels),
   });
   try {
     const results = await model.classify(positionals, { top: num('top', values.top) });
@@ -85,6 +88,27 @@ async function classify(argv: string[]): Promise<void> {
   } finally {
     model.dispose();
   }
+}
+
+function readLabels(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new OptionsError(`cannot read --labels ${file}: ${(err as Error).message}`);
+  }
+  if (text.trimStart().startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new OptionsError(`--labels ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string'))
+      throw new OptionsError(`--labels ${file} must be a JSON array of strings`);
+    return parsed;
+  }
+  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
 }
 
 function formatText(results: Classification[], counts: readonly number[], drops: readonly number[]): string {

@@ -285,11 +285,13 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
     throw new OptionsError(`device must be 'auto' or 'cpu', got ${JSON.stringify(device)}`);
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
     throw new OptionsError(`threads must be a positive integer, got ${String(options.threads)}`);
-  if (options.labels !== undefined && !Array.isArray(options.labels))
+  if (options.labels !== undefined && (!Array.isArray(options.labels) || !options.labels.every((l) => typeof l === 'string')))
     throw new OptionsError('labels must be an array of strings');
 
   const { tensors } = await readSafetensors(path.resolve(file));
   const arch = inferArchitecture(tensors, { arch: options.arch, numHeads: options.numHeads });
+  if (options.labels !== undefined && options.labels.length !== arch.numClasses)
+    throw new OptionsError(`labels has ${options.labels.length} names but the model has ${arch.numClasses} classes`);
   const p = arch.patchSize;
   const imgSize = options.imgSize ?? arch.gridSize[0] * p;
   if (!Number.isInteger(imgSize) || imgSize < p || imgSize % p !== 0)
@@ -334,6 +336,14 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
     );
   } catch (err) {
     throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
+  }
+  if (options.threads !== undefined) {
+    const inEffect = loadBinding().backendInfo().cpu.threads;
+    if (inEffect !== options.threads)
+      process.emitWarning(
+        `evit: threads: ${options.threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
+        { code: 'EVIT_THREADS_FIXED' },
+      );
   }
   return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? null);
 }

@@ -75,3 +75,26 @@ test('info and --version', (t) => {
   t.equal(v.stdout.trim(), require('../package.json').version);
   t.end();
 });
+
+test('--labels names the classes, from a JSON array or one per line', (t) => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evit-cli-'));
+  const names = ['tee', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot'];
+  const json = path.join(dir, 'labels.json');
+  const txt = path.join(dir, 'labels.txt');
+  fs.writeFileSync(json, JSON.stringify(names));
+  fs.writeFileSync(txt, names.join('\n') + '\n');
+  for (const file of [json, txt]) {
+    const r = run(['classify', '--weights', tinyModel, '--heads', '3', '--labels', file, '--json', example]);
+    t.equal(r.status, 0, r.stderr);
+    const [res] = JSON.parse(r.stdout).results;
+    t.ok(res.top.every((c) => c.label === names[c.index]), `${path.basename(file)}: every label matches its index`);
+  }
+  fs.writeFileSync(txt, 'a\nb\n');
+  const short = run(['classify', '--weights', tinyModel, '--heads', '3', '--labels', txt, example]);
+  t.equal(short.status, 2);
+  t.match(short.stderr, /labels has 2 names but the model has 10 classes/);
+  fs.rmSync(dir, { recursive: true, force: true });
+  t.end();
+});

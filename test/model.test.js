@@ -299,3 +299,17 @@ test('single-op calls on the JS thread while a forward pass runs do not disturb 
   t.ok(Math.max(...want.map((v, i) => Math.abs(v - res.logits[i]))) < 1e-4, 'the pass is still right');
   model.dispose();
 });
+
+test('asking for a different thread count after the pool exists warns', async (t) => {
+  const { backendInfo } = evit;
+  const inEffect = backendInfo().cpu.threads;
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w);
+  process.on('warning', onWarning);
+  const model = await loadModel(tinyModel, { ...tinyOptions, threads: inEffect + 1 });
+  await new Promise((resolve) => setImmediate(resolve));
+  process.off('warning', onWarning);
+  t.equal(backendInfo().cpu.threads, inEffect, 'the pool keeps its size');
+  t.ok(warnings.some((w) => w.code === 'EVIT_THREADS_FIXED'), 'an EVIT_THREADS_FIXED warning was emitted');
+  model.dispose();
+});
