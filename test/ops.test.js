@@ -208,6 +208,20 @@ const ATTENTION_SHAPES = [
   [2, 50, 3, 4],
   [1, 197, 1, 4],
   [5, 197, 3, 16],
+  // headDim a multiple of 16 takes the blocked SIMD kernel: N against the 6-row block and the
+  // 16-column vector (N = 2, 20, 37, 50, 71, 72, 99, 197, 577), head dims of 1 to 8 vectors,
+  // and a single (image, head) pair, whose rows are split over the workers.
+  [1, 2, 2, 64],
+  [3, 20, 6, 64],
+  [2, 37, 2, 128],
+  [2, 50, 1, 32],
+  [3, 71, 6, 64],
+  [1, 72, 3, 64],
+  [1, 99, 2, 48],
+  [1, 197, 1, 64],
+  [2, 197, 6, 64],
+  [1, 577, 1, 64],
+  [1, 13, 3, 80],
 ];
 
 test('attention: out = softmax(q·kᵀ/√d)·v per head, scores = head mean of prob row 0 without column 0', (t) => {
@@ -241,7 +255,7 @@ test('attention: out = softmax(q·kᵀ/√d)·v per head, scores = head mean of 
 
 test('attention: v = 1 gives out = 1 (every probability row sums to 1)', (t) => {
   const rand = ref.mulberry32(32);
-  for (const [B, N, H, d] of [[1, 2, 1, 4], [5, 7, 3, 4], [2, 197, 3, 16]]) {
+  for (const [B, N, H, d] of [[1, 2, 1, 4], [5, 7, 3, 4], [2, 197, 3, 16], [1, 13, 1, 64], [3, 71, 2, 64]]) {
     const C = H * d;
     const qkv = qkvFor(rand, B, N, H, d, 3);
     for (let i = 0; i < B * N; i++) qkv.fill(1, i * 3 * C + 2 * C, (i + 1) * 3 * C);

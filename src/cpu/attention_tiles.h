@@ -1,0 +1,39 @@
+// Shared by the SIMD attention kernels: one task's slice of an (image, head) pair, its
+// scratch, and the entry points of the AVX-512 and AVX2 paths (see cls_attention.cc).
+#pragma once
+
+#include <cstddef>
+
+namespace evit::cpu {
+
+// One task's share of one (image, head) pair: query rows [i0, i1).
+struct HeadSlice {
+  const float* q;  // row j of q, k, v at q + j*ld, k + j*ld, v + j*ld (d floats each)
+  const float* k;
+  const float* v;
+  size_t ld;
+  float* o;  // row i of the output at o + i*ldo
+  size_t ldo;
+  float* clsRow;  // receives softmax row 0 (N floats) when i0 == 0; may be null
+  int N, d, i0, i1;
+  float scale;
+};
+
+// Per-task scratch, carved out of one per-worker block allocated once per call.
+struct Scratch {
+  float* kt;  // [d × npad]: kt[c*npad + j] = k[j][c]; columns N..npad-1 are 0
+  float* vp;  // [N × d]:    vp[j*d + c] = v[j][c]
+  float* s;   // [R × npad]: scores, then probabilities, of the current row block
+  int npad;   // N rounded up to 16, so every row of kt and s starts on a 64-byte boundary
+};
+
+constexpr int kRows512 = 6;   // query rows per block: 6×4 zmm accumulators + 4 for kt/v
+constexpr int kRowsAvx2 = 6;  // 6×2 ymm accumulators + 2 for kt/v + 1 broadcast
+
+// kt = kᵀ zero-padded to npad columns and vp = v made contiguous, once per task.
+void packKv(const HeadSlice& hs, const Scratch& sc);
+// Attention for query rows [hs.i0, hs.i1): scores, softmax, P·v; writes softmax row 0 to hs.clsRow.
+void attendSlice512(const HeadSlice& hs, const Scratch& sc);
+void attendSliceAvx2(const HeadSlice& hs, const Scratch& sc);
+
+}  // namespace evit::cpu
