@@ -125,8 +125,8 @@ Napi::Value PatchEmbed(const Napi::CallbackInfo& info) {
   auto b = typedArrayArg<float>(info[7], "b", C);
   auto cls = typedArrayArg<float>(info[8], "cls", C);
   auto pos = typedArrayArg<float>(info[9], "pos", (1 + P) * C);
-  std::vector<float> x((size_t)B * (1 + P) * C);
-  cpu::patchEmbed(img.Data(), B, ic, gh, gw, p, W.Data(), b.Data(), cls.Data(), pos.Data(), C, x.data());
+  std::vector<float> x((size_t)B * (1 + P) * C), work((size_t)B * P * ((size_t)ic * p * p + C));
+  cpu::patchEmbed(img.Data(), B, ic, gh, gw, p, W.Data(), b.Data(), cls.Data(), pos.Data(), C, x.data(), work.data());
   return copyOf(info.Env(), x.data(), x.size());
 }
 

@@ -13,6 +13,15 @@ namespace evit::cpu {
 CpuModel::CpuModel(const ModelConfig& cfg, std::shared_ptr<const HostWeights> weights)
     : cfg_(cfg), weights_(std::move(weights)) {}
 
+float* CpuModel::arena(size_t floats) {
+  if (floats > arenaFloats_) {
+    arena_.reset();  // free first: the old and new blocks need not coexist
+    arena_.reset(new float[floats]);
+    arenaFloats_ = floats;
+  }
+  return arena_.get();
+}
+
 void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
   const WeightViews& w = weights_->views();
@@ -25,8 +34,29 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
 
   const int B = req.batch, C = c.embedDim, H = c.numHeads, d = c.headDim(), P = c.numPatches();
   const size_t maxRows = (size_t)B * n[0];
-  std::vector<float> x(maxRows * C), xn(maxRows * C), qkv(maxRows * 3 * C), attn(maxRows * C),
-      hidden(maxRows * c.mlpHidden), scores((size_t)B * (n[0] - 1));
+  const size_t patchK = (size_t)c.inChans * c.patchSize * c.patchSize;
+  // Each buffer starts on a 64-byte boundary: sizes are rounded up to 16 floats.
+  auto round16 = [](size_t v) { return (v + 15) / 16 * 16; };
+  const size_t sizes[] = {
+      round16(maxRows * C),                           // x
+      round16(maxRows * C),                           // xn
+      round16(maxRows * 3 * C),                       // qkv
+      round16(maxRows * C),                           // attn
+      round16(std::max(maxRows * c.mlpHidden,         // hidden, which also holds the
+                       (size_t)B * P * (patchK + C))),  // patch embedding's scratch
+      round16((size_t)B * (n[0] - 1)),                // scores
+      round16((size_t)B * C),                         // class tokens for the head
+  };
+  size_t total = 0;
+  for (size_t sz : sizes) total += sz;
+  float* at = arena(total);
+  auto take = [&](size_t i) {
+    float* p = at;
+    at += sizes[i];
+    return p;
+  };
+  float *xp = take(0), *xnp = take(1), *qkvp = take(2), *attnp = take(3), *hiddenp = take(4), *scoresp = take(5),
+        *clsp = take(6);
   std::vector<int32_t> idx((size_t)B * (n[0] - 1)), origins((size_t)B * P), nextOrigins((size_t)B * P);
   for (int b = 0; b < B; ++b)
     for (int p = 0; p < P; ++p) origins[(size_t)b * P + p] = p;
@@ -43,7 +73,7 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   auto blockSlot = [&](int block, ProfileSlot s) { return 2 + (size_t)block * kSlotsPerBlock + s; };
 
   patchEmbed(req.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, w.patchW, w.patchB, w.clsToken, w.posEmbed, C,
-             x.data());
+             xp, hiddenp);
   lap(0);
 
   out.kept.clear();
@@ -52,41 +82,40 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
     const BlockPlan& plan = req.plan[i];
     const int N = n[i];
     int rows = B * N;
-    layerNorm(x.data(), xn.data(), rows, C, bw.norm1W, bw.norm1B, c.eps);
+    layerNorm(xp, xnp, rows, C, bw.norm1W, bw.norm1B, c.eps);
     lap(blockSlot(i, kLn1));
-    linear(xn.data(), rows, C, bw.qkvW, bw.qkvB, 3 * C, qkv.data(), Epilogue::Bias);
+    linear(xnp, rows, C, bw.qkvW, bw.qkvB, 3 * C, qkvp, Epilogue::Bias);
     lap(blockSlot(i, kQkv));
     const bool drop = plan.keep >= 0;
-    clsAttention(qkv.data(), B, N, H, d, attn.data(), drop ? scores.data() : nullptr);
+    clsAttention(qkvp, B, N, H, d, attnp, drop ? scoresp : nullptr);
     lap(blockSlot(i, kAttention));
-    linear(attn.data(), rows, C, bw.projW, bw.projB, C, x.data(), Epilogue::BiasResidual);
+    linear(attnp, rows, C, bw.projW, bw.projB, C, xp, Epilogue::BiasResidual);
     lap(blockSlot(i, kProj));
     if (drop) {
       const int k = plan.keep, outTokens = k + (plan.fuse ? 1 : 0);
-      topk(scores.data(), B, N - 1, k, idx.data());
+      topk(scoresp, B, N - 1, k, idx.data());
       // xn is free here and as large as x: gather into it, then swap.
-      gatherFuse(x.data(), B, N, C, scores.data(), idx.data(), k, plan.fuse, xn.data(), origins.data(),
+      gatherFuse(xp, B, N, C, scoresp, idx.data(), k, plan.fuse, xnp, origins.data(),
                  nextOrigins.data(), -1 - i);
-      std::swap(x, xn);
+      std::swap(xp, xnp);
       std::swap(origins, nextOrigins);
       out.kept.push_back({i, outTokens, std::vector<int32_t>(origins.begin(), origins.begin() + (size_t)B * outTokens)});
       rows = B * n[i + 1];
       lap(blockSlot(i, kReorganise));
     }
-    layerNorm(x.data(), xn.data(), rows, C, bw.norm2W, bw.norm2B, c.eps);
+    layerNorm(xp, xnp, rows, C, bw.norm2W, bw.norm2B, c.eps);
     lap(blockSlot(i, kLn2));
-    linear(xn.data(), rows, C, bw.fc1W, bw.fc1B, c.mlpHidden, hidden.data(), Epilogue::BiasGelu);
+    linear(xnp, rows, C, bw.fc1W, bw.fc1B, c.mlpHidden, hiddenp, Epilogue::BiasGelu);
     lap(blockSlot(i, kFc1));
-    linear(hidden.data(), rows, c.mlpHidden, bw.fc2W, bw.fc2B, C, x.data(), Epilogue::BiasResidual);
+    linear(hiddenp, rows, c.mlpHidden, bw.fc2W, bw.fc2B, C, xp, Epilogue::BiasResidual);
     lap(blockSlot(i, kFc2));
   }
 
   const int Nf = n[c.depth];
-  std::vector<float> cls((size_t)B * C);
-  for (int b = 0; b < B; ++b) std::copy_n(x.data() + (size_t)b * Nf * C, C, cls.data() + (size_t)b * C);
-  layerNorm(cls.data(), cls.data(), B, C, w.normW, w.normB, c.eps);
+  for (int b = 0; b < B; ++b) std::copy_n(xp + (size_t)b * Nf * C, C, clsp + (size_t)b * C);
+  layerNorm(clsp, clsp, B, C, w.normW, w.normB, c.eps);
   out.logits.assign((size_t)B * c.numClasses, 0.0f);
-  linear(cls.data(), B, C, w.headW, w.headB, c.numClasses, out.logits.data(), Epilogue::Bias);
+  linear(clsp, B, C, w.headW, w.headB, c.numClasses, out.logits.data(), Epilogue::Bias);
   lap(1);
 }
 

@@ -16,8 +16,15 @@ class CpuModel : public PreparedModel {
   void forward(const ForwardRequest& req, ForwardResult& out) override;
 
  private:
+  // Activations are carved from one grow-only block kept between passes: fresh buffers per
+  // pass cost page faults and zeroing on every call. One pass at a time uses it (the pool's
+  // pass lock), and it is sized for the largest batch seen.
+  float* arena(size_t floats);
+
   ModelConfig cfg_;
   std::shared_ptr<const HostWeights> weights_;
+  std::unique_ptr<float[]> arena_;
+  size_t arenaFloats_ = 0;
 };
 
 }  // namespace evit::cpu

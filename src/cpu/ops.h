@@ -35,9 +35,9 @@ void gatherFuse(const float* x, int B, int N, int C, const float* scores, const 
                 float* out, const int32_t* originsIn, int32_t* originsOut, int32_t fusedOrigin);
 
 // x [B, 1 + P, C] = [cls + pos[0], conv_patch(img) + pos[1..]] for img [B, inChans, gh*p, gw*p],
-// W [C, inChans*p*p], b [C], pos [(1 + P) * C].
+// W [C, inChans*p*p], b [C], pos [(1 + P) * C]. work: B·P·(inChans·p·p + C) floats of scratch.
 void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, const float* W, const float* b,
-                const float* cls, const float* pos, int C, float* x);
+                const float* cls, const float* pos, int C, float* x, float* work);
 
 // exact-erf GELU in place.
 void gelu(float* x, long n);

@@ -7,16 +7,17 @@
 namespace evit::cpu {
 
 void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, const float* W, const float* b,
-                const float* cls, const float* pos, int C, float* x) {
+                const float* cls, const float* pos, int C, float* x, float* work) {
   const int P = gh * gw, H = gh * p, Wd = gw * p;
   const size_t K = (size_t)inChans * p * p;
   // im2col: row (b, patch) holds that patch's pixels in the conv weight's (c, ky, kx) order.
-  std::vector<float> cols((size_t)B * P * K);
+  float* cols = work;                  // [B·P, K]
+  float* emb = work + (size_t)B * P * K;  // [B·P, C]
   pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
     for (size_t r = r0; r < r1; ++r) {
       const size_t bi = r / P, pi = r % P;
       const int gy = (int)(pi / gw), gx = (int)(pi % gw);
-      float* dst = cols.data() + r * K;
+      float* dst = cols + r * K;
       for (int c = 0; c < inChans; ++c)
         for (int ky = 0; ky < p; ++ky) {
           const float* src = img + ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p;
@@ -24,8 +25,7 @@ void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, con
         }
     }
   });
-  std::vector<float> emb((size_t)B * P * C);
-  linear(cols.data(), B * P, (int)K, W, b, C, emb.data(), Epilogue::Bias);
+  linear(cols, B * P, (int)K, W, b, C, emb, Epilogue::Bias);
   pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
     for (size_t bi = b0; bi < b1; ++bi) {
       float* xb = x + bi * (1 + P) * C;
