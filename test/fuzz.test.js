@@ -1,0 +1,95 @@
+'use strict';
+// Mutated checkpoints and tensors must parse or fail with the typed error, never anything else.
+const test = require('tape');
+const fs = require('node:fs');
+const path = require('node:path');
+const { parseSafetensors, parseNpy, serializeSafetensors, serializeNpy, WeightsError, InputError } = require('../dist');
+
+function mulberry32(seed) {
+  return () => {
+    seed |= 0;
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Flips, overwrites, inserts or cuts bytes, mostly in the header where the parser makes decisions. */
+function mutate(buf, rand, headerEnd) {
+  const out = Buffer.from(buf);
+  const ops = 1 + Math.floor(rand() * 4);
+  let b = out;
+  for (let i = 0; i < ops; i++) {
+    const at = Math.floor(rand() * Math.min(b.length, rand() < 0.8 ? headerEnd : b.length));
+    const kind = rand();
+    if (kind < 0.4) b[at] ^= 1 << Math.floor(rand() * 8);
+    else if (kind < 0.7) b[at] = '0123456789[]{}",:-.eE '.charCodeAt(Math.floor(rand() * 22));
+    else if (kind < 0.85) b = b.subarray(0, at);
+    else b = Buffer.concat([b.subarray(0, at), Buffer.from([Math.floor(rand() * 256)]), b.subarray(at)]);
+  }
+  return b;
+}
+
+function small() {
+  const m = new Map();
+  m.set('a', { dtype: 'F32', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) });
+  m.set('b', { dtype: 'F16', shape: [4], data: Float32Array.from([0.5, -1, 2, 65504]) });
+  m.set('c', { dtype: 'BF16', shape: [1, 2], data: Float32Array.from([3, -7]) });
+  return serializeSafetensors(m);
+}
+
+test('mutated safetensors files parse consistently or throw WeightsError', (t) => {
+  const seeds = [small(), fs.readFileSync(path.join(__dirname, 'fixtures', 'tiny-evit.safetensors'))];
+  const rand = mulberry32(2024);
+  let parsed = 0;
+  let rejected = 0;
+  let other = 0;
+  for (let i = 0; i < 1500; i++) {
+    const seed = seeds[i % seeds.length];
+    const headerEnd = 8 + Number(seed.readBigUInt64LE(0));
+    const buf = mutate(seed, rand, headerEnd);
+    try {
+      const { tensors } = parseSafetensors(buf);
+      for (const [name, tt] of tensors) {
+        const n = tt.shape.reduce((a, b) => a * b, 1);
+        if (tt.data.length !== n) throw new Error(`${name}: ${tt.data.length} values for shape [${tt.shape}]`);
+      }
+      parsed++;
+    } catch (err) {
+      if (err instanceof WeightsError && err.code === 'EVIT_BAD_WEIGHTS') rejected++;
+      else {
+        other++;
+        if (other <= 3) t.fail(`mutation ${i}: ${err && err.stack}`);
+      }
+    }
+  }
+  t.equal(other, 0, `${parsed} parsed with consistent shapes, ${rejected} rejected with WeightsError, ${other} other errors`);
+  t.ok(rejected > 500, 'most mutations are caught');
+  t.end();
+});
+
+test('mutated .npy files parse consistently or throw InputError', (t) => {
+  const seed = serializeNpy(Float32Array.from({ length: 24 }, (_, i) => i / 7), [2, 3, 4]);
+  const rand = mulberry32(7);
+  let parsed = 0;
+  let rejected = 0;
+  let other = 0;
+  for (let i = 0; i < 1500; i++) {
+    const buf = mutate(seed, rand, 10 + seed.readUInt16LE(8));
+    try {
+      const { data, shape } = parseNpy(buf);
+      if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${data.length} values for shape [${shape}]`);
+      parsed++;
+    } catch (err) {
+      if (err instanceof InputError && err.code === 'EVIT_BAD_INPUT') rejected++;
+      else {
+        other++;
+        if (other <= 3) t.fail(`mutation ${i}: ${err && err.stack}`);
+      }
+    }
+  }
+  t.equal(other, 0, `${parsed} parsed with consistent shapes, ${rejected} rejected with InputError, ${other} other errors`);
+  t.ok(rejected > 500, 'most mutations are caught');
+  t.end();
+});
