@@ -3,6 +3,7 @@
 
 #include "ops.h"
 #include "thread_pool.h"
+#include "vec_math.h"
 
 namespace evit::cpu {
 
@@ -38,12 +39,8 @@ void gatherFuse(const float* x, int B, int N, int C, const float* scores, const 
       float* f = ob + (size_t)(1 + k) * C;
       std::fill(f + c0, f + c1, 0.0f);
       const char* drop = dropped.data() + (size_t)b * M;
-      for (int j = 0; j < M; ++j) {
-        if (!drop[j]) continue;
-        const float w = s[j];
-        const float* row = xb + (size_t)(1 + j) * C;
-        for (int c = c0; c < c1; ++c) f[c] += w * row[c];
-      }
+      for (int j = 0; j < M; ++j)
+        if (drop[j]) axpyRow(s[j], xb + (size_t)(1 + j) * C + c0, f + c0, c1 - c0);
       if (t == 0 && originsOut) originsOut[(size_t)b * outTokens + k] = fusedOrigin;
     }
   });

@@ -102,7 +102,28 @@ __attribute__((target("avx512f"))) void biasGeluRowAvx512(const float* in, const
   }
 }
 
+__attribute__((target("avx512f"))) void axpyRowAvx512(float a, const float* x, float* y, int n) {
+  const __m512 va = _mm512_set1_ps(a);
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(y + j, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + j), _mm512_maskz_loadu_ps(k, y + j)));
+  }
+}
+
+__attribute__((target("avx2,fma"))) void axpyRowAvx2(float a, const float* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+  for (; j < n; ++j) y[j] = std::fma(a, x[j], y[j]);
+}
+
 }  // namespace
+
+void axpyRow(float a, const float* x, float* y, int n) {
+  if (hasAvx512()) return axpyRowAvx512(a, x, y, n);
+  if (hasAvx2Fma()) return axpyRowAvx2(a, x, y, n);
+  for (int j = 0; j < n; ++j) y[j] += a * x[j];
+}
 
 void softmaxRow(float* row, int n) {
   if (hasAvx512()) return softmaxRowAvx512(row, n);

@@ -111,6 +111,9 @@ __attribute__((target("avx512f"))) inline __m512 gelu512(__m512 x) {
 // row[j] = exp(row[j] − max) / Σ over one row of n floats.
 void softmaxRow(float* row, int n);
 
+// y[j] += a · x[j] over n floats.
+void axpyRow(float a, const float* x, float* y, int n);
+
 // out[j] = gelu(in[j] + bias[j]) over n floats (in may equal out; bias may be null).
 void biasGeluRow(const float* in, const float* bias, float* out, int n);
 
