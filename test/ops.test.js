@@ -148,14 +148,14 @@ test('linear: bias, gelu and residual epilogues on awkward shapes', (t) => {
 
 test('linear: column-split (few rows, many outputs) and row-split (many rows, few outputs) paths', (t) => {
   const rand = ref.mulberry32(22);
-  // The kernel splits rows when M >= 32·threads or N < 16·threads, else columns in chunks of 16.
+  // The kernel splits rows when M >= 128·threads or N < 16·threads, else columns in chunks of 16.
   const wide = Math.max(300, 16 * THREADS + 5);
-  const tall = Math.max(200, 32 * THREADS + 3);
+  const tall = Math.max(300, 128 * THREADS + 3);
   const cases = [];
   for (let M = 1; M <= 5; M++) cases.push([M, M % 2 ? 12 : 48, wide]);
   cases.push([tall, 48, 7], [tall, 5, 13], [tall + 1, 12, wide]);
   for (const [M, K, N] of cases) {
-    const path = M >= 32 * THREADS || N < 16 * THREADS ? 'rows' : 'columns';
+    const path = M >= 128 * THREADS || N < 16 * THREADS ? 'rows' : 'columns';
     const x = ref.uniform(rand, M * K, -1, 1);
     const W = ref.uniform(rand, N * K, -1, 1);
     const b = ref.uniform(rand, N, -1, 1);

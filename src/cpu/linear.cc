@@ -36,7 +36,7 @@ void linear(const float* x, int M, int K, const float* W, const float* b, int N,
   ThreadPool& tp = pool();
   const int t = tp.size();
   // Split rows when there are enough for every thread to run a full GEMM panel; else split columns.
-  if (M >= 32 * t || N < 16 * t) {
+  if (M >= 128 * t || N < 16 * t) {
     tp.parallelFor(M, [&](size_t m0, size_t m1, int) { linearTile(x, K, W, b, N, out, ep, (int)m0, (int)m1, 0, N); });
   } else {
     // Column chunks are multiples of 16 so each starts on a cache line of W's rows.
