@@ -9,6 +9,7 @@ import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './pr
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
 import { inferArchitecture, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
+import { checkpointDefaults } from './weights/metadata';
 import { readSafetensors } from './weights/safetensors';
 
 export interface LoadOptions extends ScheduleOptions {
@@ -288,8 +289,12 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
   if (options.labels !== undefined && (!Array.isArray(options.labels) || !options.labels.every((l) => typeof l === 'string')))
     throw new OptionsError('labels must be an array of strings');
 
-  const { tensors } = await readSafetensors(path.resolve(file));
-  const arch = inferArchitecture(tensors, { arch: options.arch, numHeads: options.numHeads });
+  const { tensors, metadata } = await readSafetensors(path.resolve(file));
+  const defaults = checkpointDefaults(metadata, file);
+  const arch = inferArchitecture(tensors, {
+    arch: options.arch ?? (options.numHeads === undefined ? defaults.arch : undefined),
+    numHeads: options.numHeads,
+  });
   if (options.labels !== undefined && options.labels.length !== arch.numClasses)
     throw new OptionsError(`labels has ${options.labels.length} names but the model has ${arch.numClasses} classes`);
   const p = arch.patchSize;
@@ -300,10 +305,11 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
     throw new OptionsError('imgSize cannot resize a non-square position grid');
   const grid = imgSize / p;
 
+  // Explicit options win over what the checkpoint says it was trained with.
   const scheduleOptions: ScheduleOptions = {
-    keepRate: options.keepRate,
-    dropLoc: options.dropLoc,
-    fuse: options.fuse,
+    keepRate: options.keepRate ?? (options.keepCounts === undefined ? defaults.keepRate : undefined),
+    dropLoc: options.dropLoc ?? defaults.dropLoc,
+    fuse: options.fuse ?? defaults.fuse,
     keepCounts: options.keepCounts,
   };
   // Validate the schedule now so a bad option fails at load, not at the first batch.

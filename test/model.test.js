@@ -313,3 +313,28 @@ test('asking for a different thread count after the pool exists warns', async (t
   t.ok(warnings.some((w) => w.code === 'EVIT_THREADS_FIXED'), 'an EVIT_THREADS_FIXED warning was emitted');
   model.dispose();
 });
+
+test('checkpoint metadata supplies the trained schedule and arch; options override it', async (t) => {
+  const { tensors } = parseSafetensors(original);
+  const m = new Map();
+  for (const [name, tt] of tensors) m.set(name, { dtype: 'F32', shape: tt.shape, data: tt.data });
+  const file = writeTmp('with-meta.safetensors', serializeSafetensors(m, { 'evit.keep_rate': '0.5', 'evit.drop_loc': '2, 5', 'evit.fuse': 'false' }));
+  const model = await loadModel(file, tinyOptions);
+  t.deepEqual(model.schedule.dropBlocks, [2, 5]);
+  t.equal(model.schedule.keepRate, 0.5);
+  t.equal(model.schedule.fused, false);
+  model.dispose();
+  const overridden = await loadModel(file, { ...tinyOptions, keepRate: 0.7, fuse: true, dropLoc: [3, 6, 9] });
+  t.deepEqual([3, 6, 9].map((b) => overridden.schedule.tokenCounts[b]), [139, 99, 71], 'explicit options win');
+  overridden.dispose();
+  const counts = await loadModel(file, { ...tinyOptions, keepCounts: [100, 50] });
+  t.deepEqual(counts.schedule.dropBlocks, [2, 5], 'keepCounts replace the stored keep rate, drop blocks still apply');
+  counts.dispose();
+
+  const bad = writeTmp('bad-meta.safetensors', serializeSafetensors(m, { 'evit.fuse': 'maybe' }));
+  await rejects(t, loadModel(bad, tinyOptions), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /evit\.fuse.*"maybe"/, 'bad evit.fuse');
+  const badLoc = writeTmp('bad-loc.safetensors', serializeSafetensors(m, { 'evit.drop_loc': '3,x' }));
+  await rejects(t, loadModel(badLoc, tinyOptions), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /evit\.drop_loc/, 'bad evit.drop_loc');
+  const archMeta = writeTmp('arch-meta.safetensors', serializeSafetensors(m, { arch: 'deit_small_patch16_224' }));
+  await rejects(t, loadModel(archMeta, {}), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /deit_small_patch16_224/, 'a stored arch that disagrees with the tensors');
+});
