@@ -94,10 +94,11 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
     if (drop) {
       const int k = plan.keep, outTokens = k + (plan.fuse ? 1 : 0);
       topk(scoresp, B, N - 1, k, idx.data());
-      // xn is free here and as large as x: gather into it, then swap.
-      gatherFuse(xp, B, N, C, scoresp, idx.data(), k, plan.fuse, xnp, origins.data(),
+      // attn is dead after proj and still in cache from it: gather into it, then swap, so the
+      // copy does not fetch cold lines for ownership.
+      gatherFuse(xp, B, N, C, scoresp, idx.data(), k, plan.fuse, attnp, origins.data(),
                  nextOrigins.data(), -1 - i);
-      std::swap(xp, xnp);
+      std::swap(xp, attnp);
       std::swap(origins, nextOrigins);
       out.kept.push_back({i, outTokens, std::vector<int32_t>(origins.begin(), origins.begin() + (size_t)B * outTokens)});
       rows = B * n[i + 1];
