@@ -338,3 +338,21 @@ test('checkpoint metadata supplies the trained schedule and arch; options overri
   const archMeta = writeTmp('arch-meta.safetensors', serializeSafetensors(m, { arch: 'deit_small_patch16_224' }));
   await rejects(t, loadModel(archMeta, {}), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /deit_small_patch16_224/, 'a stored arch that disagrees with the tensors');
 });
+
+test('non-finite inputs run to completion with valid kept tokens', async (t) => {
+  const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 0.5 });
+  const data = new Float32Array(2 * 3 * 224 * 224);
+  data.fill(NaN, 0, 3 * 224 * 224); // image 0: all NaN
+  for (let i = 3 * 224 * 224; i < data.length; i += 97) data[i] = i % 2 ? Infinity : -Infinity; // image 1: some inf
+  const out = await model.forward({ data, shape: [2, 3, 224, 224] });
+  t.equal(out.logits.length, 20);
+  t.ok(out.logits.subarray(0, 10).every(Number.isNaN), 'NaN in, NaN logits out');
+  for (const k of out.kept) {
+    for (let b = 0; b < 2; b++) {
+      const row = Array.from(k.tokens.subarray(b * k.shape[1], (b + 1) * k.shape[1]));
+      t.equal(new Set(row).size, row.length, `block ${k.block} image ${b}: kept tokens are distinct`);
+      t.ok(row.every((o) => (o >= 0 && o < 196) || o < 0), `block ${k.block} image ${b}: origins in range`);
+    }
+  }
+  model.dispose();
+});
