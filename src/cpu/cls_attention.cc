@@ -21,6 +21,19 @@ namespace evit::cpu {
 
 namespace {
 
+// Grow-only scratch owned by the calling thread (a forward pass's worker, or the JS thread for
+// the single-op exports), so a pass does not allocate, and fault in, fresh pages per block.
+float* callerScratch(size_t floats) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local size_t size = 0;
+  if (floats > size) {
+    buf.reset();
+    buf.reset(new float[floats]);  // uninitialised
+    size = floats;
+  }
+  return buf.get();
+}
+
 // ------------------------------------------------------------------------------------------
 // Portable path: the full N×N probability matrix per head, two GEMMs.
 void blasAttention(const float* qkv, int B, int N, int heads, int headDim, float* out, float* headRows) {
@@ -28,13 +41,13 @@ void blasAttention(const float* qkv, int B, int N, int heads, int headDim, float
   const int C = heads * headDim;
   const size_t ld = 3 * (size_t)C;
   const float scale = 1.0f / std::sqrt((float)headDim);
-  std::vector<float> probs((size_t)tp.size() * N * N);
+  float* probs = callerScratch((size_t)tp.size() * N * N);
   tp.parallelTasks((size_t)B * heads, [&](size_t task, int worker) {
     const int b = (int)(task / heads), h = (int)(task % heads);
     const float* q = qkv + (size_t)b * N * ld + (size_t)h * headDim;
     const float* k = q + C;
     const float* v = q + 2 * C;
-    float* p = probs.data() + (size_t)worker * N * N;
+    float* p = probs + (size_t)worker * N * N;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, headDim, scale, q, ld, k, ld, 0.0f, p, N);
     for (int i = 0; i < N; ++i) softmaxRow(p + (size_t)i * N, N);
     if (headRows) std::copy(p, p + N, headRows + ((size_t)b * heads + h) * N);
@@ -47,7 +60,7 @@ void blasAttention(const float* qkv, int B, int N, int heads, int headDim, float
 
 void clsAttention(const float* qkv, int B, int N, int heads, int headDim, float* out, float* clsScores) {
   // Row 0 of every head's softmax, so the head mean can be taken in a fixed order afterwards.
-  std::vector<float> headRows(clsScores ? (size_t)B * heads * N : 0);
+  std::vector<float> headRows(clsScores ? (size_t)B * heads * N : 0);  // small: B·heads·N
   float* rows = clsScores ? headRows.data() : nullptr;
 
   const bool use512 = headDim % 16 == 0 && hasAvx512();
@@ -74,8 +87,8 @@ void clsAttention(const float* qkv, int B, int N, int heads, int headDim, float*
     // One scratch block per worker, 64-byte aligned: kt, then vp, then s.
     const size_t ktSize = (size_t)d * npad, vpSize = ((size_t)N * d + 15) / 16 * 16, sSize = (size_t)R * npad;
     const size_t perWorker = ktSize + vpSize + sSize;
-    std::unique_ptr<float[]> scratch(new float[(size_t)tp.size() * perWorker + 16]);  // uninitialised
-    float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch.get()) + 63) & ~(uintptr_t)63);
+    float* scratch = callerScratch((size_t)tp.size() * perWorker + 16);
+    float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) & ~(uintptr_t)63);
 
     tp.parallelTasks(pairs * chunks, [&](size_t task, int worker) {
       const size_t pair = task / chunks;
