@@ -187,10 +187,14 @@ export class Model {
     const parts: Float32Array[] = [];
     const per = this.architecture.inChans * this.imgSize * this.imgSize;
     const images: Array<{ at: number; input: string | Buffer }> = [];
+    let npyFiles = 0;
+    let npyData: Float32Array | null = null;
     for (const item of list) {
       if (typeof item === 'string' && item.toLowerCase().endsWith('.npy')) {
         const t = await readNpy(item);
         const [b] = this.#checkInput(t, item);
+        npyFiles++;
+        npyData = t.data;
         for (let i = 0; i < b; i++) {
           names.push(`${item}[${i}]`);
           parts.push(t.data.subarray(i * per, (i + 1) * per));
@@ -203,15 +207,20 @@ export class Model {
         throw new InputError(`classify inputs must be file paths or Buffers, got ${typeof item}`);
       }
     }
+    if (parts.length > MAX_BATCH) throw new InputError(`at most ${MAX_BATCH} images per call, got ${parts.length}`);
+    let packed: Float32Array | null = null;
     if (images.length) {
       const pre = await preprocessBatch(images.map((i) => i.input), this.preprocess);
       images.forEach((img, j) => {
         parts[img.at] = pre.data.subarray(j * per, (j + 1) * per);
       });
+      // Every input was an image: the preprocessed batch is already packed in input order.
+      if (images.length === parts.length) packed = pre.data;
+    } else if (npyFiles === 1) {
+      packed = npyData!;
     }
-    if (parts.length > MAX_BATCH) throw new InputError(`at most ${MAX_BATCH} images per call, got ${parts.length}`);
-    const data = new Float32Array(parts.length * per);
-    parts.forEach((p, i) => data.set(p, i * per));
+    const data = packed ?? new Float32Array(parts.length * per);
+    if (!packed) parts.forEach((p, i) => data.set(p, i * per));
     const out = await this.forward(
       { data, shape: [parts.length, this.architecture.inChans, this.imgSize, this.imgSize] },
       scheduleOptions,
