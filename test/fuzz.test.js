@@ -39,57 +39,55 @@ function small() {
   return serializeSafetensors(m);
 }
 
-test('mutated safetensors files parse consistently or throw WeightsError', (t) => {
-  const seeds = [small(), fs.readFileSync(path.join(__dirname, 'fixtures', 'tiny-evit.safetensors'))];
-  const rand = mulberry32(2024);
-  let parsed = 0;
-  let rejected = 0;
-  let other = 0;
-  for (let i = 0; i < 1500; i++) {
-    const seed = seeds[i % seeds.length];
-    const headerEnd = 8 + Number(seed.readBigUInt64LE(0));
-    const buf = mutate(seed, rand, headerEnd);
+/**
+ * Feeds `count` mutations of the seeds to `parse`; each must return tensors whose data length
+ * matches their shape, or throw `ErrorClass` with `code`. Returns the tallies.
+ */
+function fuzz(t, { seeds, headerEnd, parse, ErrorClass, code, seed, count = 1500 }) {
+  const rand = mulberry32(seed);
+  const tally = { parsed: 0, rejected: 0, other: 0 };
+  for (let i = 0; i < count; i++) {
+    const from = seeds[i % seeds.length];
+    const buf = mutate(from, rand, headerEnd(from));
     try {
-      const { tensors } = parseSafetensors(buf);
-      for (const [name, tt] of tensors) {
-        const n = tt.shape.reduce((a, b) => a * b, 1);
-        if (tt.data.length !== n) throw new Error(`${name}: ${tt.data.length} values for shape [${tt.shape}]`);
+      for (const { data, shape } of parse(buf)) {
+        if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${data.length} values for shape [${shape}]`);
       }
-      parsed++;
+      tally.parsed++;
     } catch (err) {
-      if (err instanceof WeightsError && err.code === 'EVIT_BAD_WEIGHTS') rejected++;
-      else {
-        other++;
-        if (other <= 3) t.fail(`mutation ${i}: ${err && err.stack}`);
+      if (err instanceof ErrorClass && err.code === code) {
+        tally.rejected++;
+      } else {
+        tally.other++;
+        if (tally.other <= 3) t.fail(`mutation ${i}: ${err && err.stack}`);
       }
     }
   }
-  t.equal(other, 0, `${parsed} parsed with consistent shapes, ${rejected} rejected with WeightsError, ${other} other errors`);
-  t.ok(rejected > 500, 'most mutations are caught');
+  const { parsed, rejected, other } = tally;
+  t.equal(other, 0, `${parsed} parsed with consistent shapes, ${rejected} rejected with ${ErrorClass.name}, ${other} other errors`);
+  t.ok(rejected > count / 3, 'most mutations are caught');
+}
+
+test('mutated safetensors files parse consistently or throw WeightsError', (t) => {
+  fuzz(t, {
+    seeds: [small(), fs.readFileSync(path.join(__dirname, 'fixtures', 'tiny-evit.safetensors'))],
+    headerEnd: (b) => 8 + Number(b.readBigUInt64LE(0)),
+    parse: (b) => parseSafetensors(b).tensors.values(),
+    ErrorClass: WeightsError,
+    code: 'EVIT_BAD_WEIGHTS',
+    seed: 2024,
+  });
   t.end();
 });
 
 test('mutated .npy files parse consistently or throw InputError', (t) => {
-  const seed = serializeNpy(Float32Array.from({ length: 24 }, (_, i) => i / 7), [2, 3, 4]);
-  const rand = mulberry32(7);
-  let parsed = 0;
-  let rejected = 0;
-  let other = 0;
-  for (let i = 0; i < 1500; i++) {
-    const buf = mutate(seed, rand, 10 + seed.readUInt16LE(8));
-    try {
-      const { data, shape } = parseNpy(buf);
-      if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${data.length} values for shape [${shape}]`);
-      parsed++;
-    } catch (err) {
-      if (err instanceof InputError && err.code === 'EVIT_BAD_INPUT') rejected++;
-      else {
-        other++;
-        if (other <= 3) t.fail(`mutation ${i}: ${err && err.stack}`);
-      }
-    }
-  }
-  t.equal(other, 0, `${parsed} parsed with consistent shapes, ${rejected} rejected with InputError, ${other} other errors`);
-  t.ok(rejected > 500, 'most mutations are caught');
+  fuzz(t, {
+    seeds: [serializeNpy(Float32Array.from({ length: 24 }, (_, i) => i / 7), [2, 3, 4])],
+    headerEnd: (b) => 10 + b.readUInt16LE(8),
+    parse: (b) => [parseNpy(b)],
+    ErrorClass: InputError,
+    code: 'EVIT_BAD_INPUT',
+    seed: 7,
+  });
   t.end();
 });
