@@ -10,36 +10,21 @@ LayerNorm eps 1e-6, class token, learned position embedding).
 The batch axis of the exported graph is dynamic. Opset 17.
 """
 import argparse
-import json
 import math
-import struct
+import os
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools', 'reference'))
+import safetensors_io  # noqa: E402
+
 
 def read_safetensors(path):
-    """Parses a safetensors file by hand: 8-byte LE header length, JSON header, data."""
-    with open(path, 'rb') as f:
-        raw = f.read()
-    (hlen,) = struct.unpack('<Q', raw[:8])
-    header = json.loads(raw[8:8 + hlen].decode('utf-8'))
-    base = 8 + hlen
-    dtypes = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16}
-    out = {}
-    for name, info in header.items():
-        if name == '__metadata__':
-            continue
-        dt = info['dtype']
-        if dt not in dtypes:
-            raise ValueError(f'tensor {name}: unsupported dtype {dt}')
-        begin, end = info['data_offsets']
-        buf = bytearray(raw[base + begin:base + end])
-        t = torch.frombuffer(buf, dtype=dtypes[dt]) if end > begin else torch.empty(0, dtype=dtypes[dt])
-        out[name] = t.reshape(info['shape']).to(torch.float32).clone()
-    return out
+    """{name: float32 tensor}, through the shared reader in tools/reference."""
+    return {name: torch.from_numpy(a.copy()) for name, a in safetensors_io.read_safetensors(path).items()}
 
 
 class Attention(nn.Module):

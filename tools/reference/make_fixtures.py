@@ -11,7 +11,6 @@ float32; the reference evaluates them exactly, promoted to float64.
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import evit_reference as ref  # noqa: E402
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "test", "fixtures")
@@ -145,47 +145,6 @@ def check_shapes(W):
 def to_f64(W):
     return {k: torch.from_numpy(v.astype(np.float64)) for k, v in W.items()}
 
-
-# ---------------------------------------------------------------------------
-# safetensors writer (format written by hand)
-# ---------------------------------------------------------------------------
-
-def write_safetensors(path, tensors, metadata=None):
-    header = {}
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    blobs = []
-    off = 0
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a, dtype="<f4")
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hj += b" " * ((8 - len(hj) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (hl,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hl].decode("utf-8"))
-    base = 8 + hl
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32"
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[base + b:base + e], dtype="<f4").reshape(info["shape"])
-    return out
 
 
 # ---------------------------------------------------------------------------
