@@ -98,3 +98,11 @@ test('--labels names the classes, from a JSON array or one per line', (t) => {
   fs.rmSync(dir, { recursive: true, force: true });
   t.end();
 });
+
+test('the bin is executable on its own (npx evit runs it directly)', (t) => {
+  const r = spawnSync(cli, ['--version'], { encoding: 'utf8' });
+  t.error(r.error, 'spawned without a node prefix');
+  t.equal(r.status, 0);
+  t.equal(r.stdout.trim(), require('../package.json').version);
+  t.end();
+});
