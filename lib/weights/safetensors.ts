@@ -199,7 +199,7 @@ export function parseSafetensors(buf: Buffer | Uint8Array, source = '<buffer>'):
 }
 
 /** Decodes little-endian stored elements to float32. */
-function decode(bytes: Uint8Array, dtype: DType): Float32Array {
+export function decode(bytes: Uint8Array, dtype: DType): Float32Array {
   if (dtype === 'F32') {
     const n = bytes.byteLength / 4;
     if (LITTLE_ENDIAN_HOST) {

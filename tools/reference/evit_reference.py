@@ -104,6 +104,25 @@ def resize_pos_embed(pos_embed, new_grid, old_grid=None):
 # Forward pass
 # ---------------------------------------------------------------------------
 
+def pos_embed_has_cls_slot(pos):
+    """True for timm/DeiT [1, 1+P, C]; False for DeiT III [1, P, C] (P square)."""
+    p = pos.shape[1]
+    s = int(round(math.sqrt(p)))
+    return s * s != p
+
+
+def layer_scale(weights, block, which, y):
+    """DeiT III LayerScale: the branch output times a per-channel gamma.
+
+    Checkpoint names: blocks.N.gamma_1 / gamma_2 (DeiT III) or
+    blocks.N.ls1.gamma / ls2.gamma (timm). Without either, y is unchanged.
+    """
+    for name in (f"blocks.{block}.gamma_{which}", f"blocks.{block}.ls{which}.gamma"):
+        if name in weights:
+            return weights[name] * y
+    return y
+
+
 def attention(x, qkv_w, qkv_b, num_heads):
     """Multi-head self-attention core. Returns (per-head output concatenated
     [B, N, C], attention probabilities [B, H, N, N])."""
@@ -147,10 +166,18 @@ def forward(weights, images, *, keep_rate, drop_loc, fuse, num_heads,
                             W["patch_embed.proj.bias"], patch_size)
     bsz, num_patches, c = x.shape
     pos = W["pos_embed"]
-    if pos.shape[1] - 1 != num_patches:
-        pos = resize_pos_embed(pos, (gh, gw))
     cls = W["cls_token"].expand(bsz, 1, c)
-    x = torch.cat([cls, x], dim=1) + pos
+    if pos_embed_has_cls_slot(pos):
+        if pos.shape[1] - 1 != num_patches:
+            pos = resize_pos_embed(pos, (gh, gw))
+        x = torch.cat([cls, x], dim=1) + pos
+    else:
+        # DeiT III: P rows, added to the patches before the class token is
+        # prepended; the class token gets no position embedding.
+        if pos.shape[1] != num_patches:
+            padded = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+            pos = resize_pos_embed(padded, (gh, gw))[:, 1:]
+        x = torch.cat([cls, x + pos], dim=1)
 
     origins = torch.arange(num_patches, dtype=torch.int64).unsqueeze(0)
     origins = origins.expand(bsz, num_patches).clone()  # [B, N-1]
@@ -165,7 +192,8 @@ def forward(weights, images, *, keep_rate, drop_loc, fuse, num_heads,
         h = layer_norm(x, W[p + "norm1.weight"], W[p + "norm1.bias"])
         a, probs = attention(h, W[p + "attn.qkv.weight"], W[p + "attn.qkv.bias"],
                              num_heads)
-        x = x + linear(a, W[p + "attn.proj.weight"], W[p + "attn.proj.bias"])
+        x = x + layer_scale(W, i, 1,
+                            linear(a, W[p + "attn.proj.weight"], W[p + "attn.proj.bias"]))
 
         if i in drops:
             n1 = x.shape[1] - 1
@@ -201,7 +229,8 @@ def forward(weights, images, *, keep_rate, drop_loc, fuse, num_heads,
 
         h = layer_norm(x, W[p + "norm2.weight"], W[p + "norm2.bias"])
         h = gelu_erf(linear(h, W[p + "mlp.fc1.weight"], W[p + "mlp.fc1.bias"]))
-        x = x + linear(h, W[p + "mlp.fc2.weight"], W[p + "mlp.fc2.bias"])
+        x = x + layer_scale(W, i, 2,
+                            linear(h, W[p + "mlp.fc2.weight"], W[p + "mlp.fc2.bias"]))
         if stats is not None:
             stats.append({"block": i, "std": float(x.std()),
                           "maxabs": float(x.abs().max())})

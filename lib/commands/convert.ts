@@ -1,0 +1,131 @@
+/**
+ * `evit convert`: a .pth (or safetensors) checkpoint to safetensors, in the
+ * chosen dtype, with the metadata loadModel reads. Tensor names are kept as
+ * the source has them (a DDP `module.` prefix aside), so DeiT III LayerScale
+ * vectors and a class-slot-free position embedding survive unchanged and
+ * nothing is lost; the runtime folds them when it loads the file.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { OptionsError, WeightsError } from '../errors';
+import { keepSchedule } from '../schedule';
+import { namedArch } from '../weights/architecture';
+import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
+import { checkpointDefaults } from '../weights/metadata';
+import { serializeSafetensors, type DType, type TensorToWrite } from '../weights/safetensors';
+import { UsageError, num } from './args';
+import { describeCheckpoint, formatBytes } from './inspect';
+
+export const usage = `  evit convert IN OUT.safetensors [options]         convert a .pth checkpoint to safetensors`;
+
+export const help = `convert options:
+  --dtype f32|f16|bf16  dtype of every tensor written (default: as stored; F64 becomes F32)
+  --key NAME            .pth: the top-level key holding the state dict (default: model, state_dict,
+                        model_ema, else the top level)
+  --arch NAME           record the named architecture (supplies the head count at load)
+  --keep-rate R         record the EViT keep rate the weights were trained with
+  --drop-loc LIST       record the dropping blocks, 0-based, comma separated
+  --fuse | --no-fuse    record whether the dropped tokens were fused
+A schedule the checkpoint records (an EViT training script's args) is kept unless overridden.`;
+
+const DTYPES: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+const F16_MAX = 65504;
+
+/** The requested dtype, else the stored one where safetensors has it (F64 is written as F32). */
+function outputDType(stored: string | undefined, requested: DType | undefined): DType {
+  return requested ?? (stored === 'F16' || stored === 'BF16' ? stored : 'F32');
+}
+
+export interface ConvertOptions {
+  dtype?: DType;
+  key?: string;
+  /** Entries to record in `__metadata__`, replacing what the checkpoint carries. */
+  metadata?: Record<string, string>;
+}
+
+/**
+ * The safetensors bytes for a checkpoint.
+ * @throws OptionsError when a value does not fit F16, or the metadata does not fit the model
+ * @throws WeightsError when the checkpoint is not a model evit runs
+ */
+export function toSafetensors(ckpt: Checkpoint, source: string, options: ConvertOptions = {}): Buffer {
+  const report = describeCheckpoint(ckpt, source);
+  if (!report.architecture) throw new WeightsError(`${source}: not converted: ${report.architectureError}`);
+  const out = new Map<string, TensorToWrite>();
+  for (const [name, t] of ckpt.tensors) {
+    const dtype = outputDType(ckpt.dtypes.get(name), options.dtype);
+    if (dtype === 'F16') {
+      for (let i = 0; i < t.data.length; i++) {
+        const v = t.data[i]!;
+        if (Number.isFinite(v) && Math.abs(v) > F16_MAX)
+          throw new OptionsError(`${source}: tensor ${name} holds ${v}, beyond the F16 range (±${F16_MAX}); use --dtype bf16 or f32`);
+      }
+    }
+    out.set(name, { dtype, shape: t.shape, data: t.data });
+  }
+  const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
+  if (metadata.arch === undefined && report.architecture.arch !== null) metadata.arch = report.architecture.arch;
+  // What is recorded must load: the same checks loadModel makes.
+  const defaults = checkpointDefaults(metadata, source);
+  if (defaults.arch !== undefined && !namedArch(defaults.arch))
+    throw new OptionsError(`${source}: unknown arch "${defaults.arch}"`);
+  const a = report.architecture;
+  // Only what is recorded is checked: the defaults (blocks 3, 6, 9) may not fit a shallow model.
+  keepSchedule(a.depth, a.gridSize[0] * a.gridSize[1], { keepRate: defaults.keepRate, dropLoc: defaults.dropLoc ?? [], fuse: defaults.fuse });
+  return serializeSafetensors(out, metadata);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    allowNegative: true,
+    options: {
+      dtype: { type: 'string' },
+      key: { type: 'string' },
+      arch: { type: 'string' },
+      'keep-rate': { type: 'string' },
+      'drop-loc': { type: 'string' },
+      fuse: { type: 'boolean' },
+    },
+  });
+  if (positionals.length !== 2) throw new UsageError('convert needs IN and OUT');
+  const [input, output] = positionals as [string, string];
+  let dtype: DType | undefined;
+  if (values.dtype !== undefined) {
+    dtype = DTYPES[values.dtype.toLowerCase()];
+    if (!dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(values.dtype)}`);
+  }
+  if (path.resolve(input) === path.resolve(output)) throw new UsageError('convert would overwrite its input; choose another OUT');
+  const metadata: Record<string, string> = {};
+  if (values.arch !== undefined) {
+    if (!namedArch(values.arch)) throw new OptionsError(`unknown arch "${values.arch}"`);
+    metadata.arch = values.arch;
+  }
+  const rate = num('keep-rate', values['keep-rate']);
+  if (rate !== undefined) metadata['evit.keep_rate'] = String(rate);
+  if (values['drop-loc'] !== undefined) {
+    const blocks = values['drop-loc'].split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (!blocks.every((s) => /^\d+$/.test(s))) throw new UsageError(`--drop-loc must be comma-separated block indices, got ${JSON.stringify(values['drop-loc'])}`);
+    metadata['evit.drop_loc'] = blocks.join(',');
+  }
+  if (values.fuse !== undefined) metadata['evit.fuse'] = String(values.fuse);
+
+  const ckpt = await readCheckpoint(path.resolve(input), { key: values.key });
+  const bytes = toSafetensors(ckpt, input, { dtype, metadata });
+  // Write beside the target and rename, so a failed write never leaves a partial OUT.
+  const tmp = `${path.resolve(output)}.${process.pid}.tmp`;
+  try {
+    await fsp.writeFile(tmp, bytes);
+    await fsp.rename(tmp, path.resolve(output));
+  } catch (e) {
+    await fsp.rm(tmp, { force: true });
+    throw new OptionsError(`cannot write ${output}: ${(e as Error).message}`, { cause: e });
+  }
+  const dtypes = [...new Set([...ckpt.tensors.keys()].map((n) => outputDType(ckpt.dtypes.get(n), dtype)))];
+  process.stdout.write(`wrote ${output}: ${ckpt.tensors.size} tensors (${dtypes.join(', ')}), ${formatBytes(bytes.length)}\n`);
+  if (ckpt.skipped.size)
+    process.stderr.write(`evit: not written (not floating point, unused by the model): ${[...ckpt.skipped.keys()].join(', ')}\n`);
+  return 0;
+}
