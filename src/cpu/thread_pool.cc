@@ -32,6 +32,30 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+namespace {
+
+constexpr uint64_t kField = (uint64_t(1) << 24) - 1;
+inline uint64_t ticketGen(uint64_t t) { return t >> 48; }
+inline uint64_t ticketCount(uint64_t t) { return (t >> 24) & kField; }
+inline uint64_t ticketNext(uint64_t t) { return t & kField; }
+
+}  // namespace
+
+bool ThreadPool::work(uint64_t gen, int id) {
+  bool any = false;
+  uint64_t t = ticket_.load(std::memory_order_acquire);
+  for (;;) {
+    if (ticketGen(t) != (gen & 0xffff) || ticketNext(t) >= ticketCount(t)) return any;
+    // Success means the op of generation `gen` is still running and this task is ours: the
+    // caller cannot finish the op, nor replace task_, before done_ counts it.
+    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    (*task_)((size_t)ticketNext(t), id);
+    done_.fetch_add(1, std::memory_order_release);
+    any = true;
+    t = ticket_.load(std::memory_order_acquire);
+  }
+}
+
 void ThreadPool::workerLoop(int id) {
   uint64_t seen = 0;
   for (;;) {
@@ -50,31 +74,29 @@ void ThreadPool::workerLoop(int id) {
       spins = 0;
     }
     seen = g;
-    (*job_)(id);
-    pending_.fetch_sub(1, std::memory_order_release);
+    work(g, id);
   }
 }
 
-void ThreadPool::run(const std::function<void(int)>& job) {
-  if (threads_ == 1) {
-    job(0);
-    return;
-  }
-  // One job at a time: the single-op exports may run on the JS thread while a pass runs on a worker.
+void ThreadPool::run(size_t n, const std::function<void(size_t, int)>& task) {
+  // One op at a time: the single-op exports may run on the JS thread while a pass runs on a worker.
   std::lock_guard<std::mutex> one(runMu_);
-  job_ = &job;
-  pending_.store(threads_ - 1, std::memory_order_relaxed);
+  task_ = &task;
+  done_.store(0, std::memory_order_relaxed);
+  const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  ticket_.store(((gen & 0xffff) << 48) | ((uint64_t)n << 24), std::memory_order_release);
   bool anySleeping;
   {
     // Under the lock, a worker either sees the new generation before it sleeps or is counted.
     std::lock_guard<std::mutex> lk(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
     anySleeping = sleepers_ > 0;
   }
   if (anySleeping) wake_.notify_all();
-  job(0);
+  work(gen, 0);
+  // Only tasks another thread claimed and has not finished are left to wait for.
   int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  while (done_.load(std::memory_order_acquire) != n) {
     if (++spins < kSpinIterations) {
       cpuRelax();
     } else {
@@ -90,11 +112,9 @@ void ThreadPool::parallelFor(size_t n, const std::function<void(size_t, size_t, 
     fn(0, n, 0);
     return;
   }
-  run([&](int id) {
-    if ((size_t)id >= parts) return;
+  run(parts, [&](size_t i, int id) {
     // Chunk i covers [i*n/parts, (i+1)*n/parts): sizes differ by at most one.
-    size_t begin = n * id / parts, end = n * (id + 1) / parts;
-    fn(begin, end, id);
+    fn(n * i / parts, n * (i + 1) / parts, id);
   });
 }
 
@@ -104,10 +124,10 @@ void ThreadPool::parallelTasks(size_t n, const std::function<void(size_t, int)>&
     for (size_t i = 0; i < n; ++i) fn(i, 0);
     return;
   }
-  std::atomic<size_t> next{0};
-  run([&](int id) {
-    for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, id);
-  });
+  for (size_t base = 0; base < n; base += kMaxTasks) {
+    const size_t count = std::min(kMaxTasks, n - base);
+    run(count, [&](size_t i, int id) { fn(base + i, id); });
+  }
 }
 
 namespace {
