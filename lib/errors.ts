@@ -45,3 +45,31 @@ export class NativeError extends EvitError {
     super('EVIT_NATIVE', message, options);
   }
 }
+
+/** A batcher's queue is full: the caller should retry later (HTTP 429). */
+export class OverloadedError extends EvitError {
+  constructor(message: string) {
+    super('EVIT_OVERLOADED', message);
+  }
+}
+
+/** The batcher is closing and accepts no new work (HTTP 503). */
+export class ClosedError extends EvitError {
+  constructor(message = 'the batcher is shutting down and accepts no new requests') {
+    super('EVIT_CLOSED', message);
+  }
+}
+
+/** The caller's AbortSignal fired before its result was ready; `cause` is the signal's reason. */
+export class AbortedError extends EvitError {
+  constructor(message = 'the request was aborted', options?: { cause?: unknown }) {
+    super('EVIT_ABORTED', message, options);
+  }
+}
+
+/** device: 'cuda' was asked for (option or EVIT_DEVICE) but CUDA cannot run here; the message says why. */
+export class DeviceError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_NO_DEVICE', message, options);
+  }
+}

@@ -1,0 +1,400 @@
+/**
+ * Dynamic batching: concurrent forward/classify calls are collected into one
+ * native call per batch (up to `maxBatchSize` images, waiting at most
+ * `maxWaitMs` for company), with a bounded number of batches in flight and a
+ * bounded queue. Each caller gets its own slice of the batch's result.
+ *
+ * Requests run with a keep rate: their own, else the adaptive policy's current
+ * one, else the model's default. Only requests with the same keep rate share a
+ * batch (the token counts of a batch are the same for every image in it).
+ */
+import { EventEmitter } from 'node:events';
+import { AdaptiveKeepPolicy, type AdaptiveKeepOptions } from './adaptiveKeep';
+import { AbortedError, ClosedError, InputError, OptionsError, OverloadedError } from './errors';
+import { topClasses, type Classification, type KeptTokens, type Model, type Tensor4D } from './model';
+import { preprocessBatch } from './preprocess';
+
+export interface BatcherOptions {
+  /** Most images in one native call. Default 32. */
+  maxBatchSize?: number;
+  /** How long the first request of a batch may wait for others, in ms. Default 2. */
+  maxWaitMs?: number;
+  /** Batches running at once. Default 1 (one batch already uses every CPU thread). */
+  maxInFlight?: number;
+  /** Requests waiting beyond which new ones fail with OverloadedError. Default 256. */
+  maxQueue?: number;
+  /** Lower the keep rate under load: a policy, its options, or false (default: off). */
+  adaptiveKeep?: AdaptiveKeepPolicy | AdaptiveKeepOptions | false;
+}
+
+export interface BatchRequestOptions {
+  /** Aborting rejects the call with AbortedError; a queued request leaves the queue. */
+  signal?: AbortSignal;
+  /** Keep rate for this request; overrides the adaptive policy and the model's default. */
+  keepRate?: number;
+}
+
+export interface BatchClassifyOptions extends BatchRequestOptions {
+  /** Classes reported per image. Default 5 (at most the class count). */
+  top?: number;
+}
+
+/** How a request was served. */
+export interface BatchServing {
+  /** The keep rate the batch ran with (null when the model runs explicit keep counts). */
+  keepRate: number | null;
+  /** Images in the native call that served this request (this request's and others'). */
+  batchSize: number;
+  /** Time between entering the queue and the batch starting, ms. */
+  queueMs: number;
+  /** Duration of the native call, ms. */
+  runMs: number;
+}
+
+export interface BatchedForward extends BatchServing {
+  /** [images, classes] row-major, this request's rows only. */
+  logits: Float32Array;
+  shape: [number, number];
+  kept: KeptTokens[];
+}
+
+export interface BatchedClassify extends BatchServing {
+  results: Classification[];
+}
+
+/** Emitted as 'batch' after every native call. */
+export interface BatchEvent {
+  images: number;
+  requests: number;
+  keepRate: number | null;
+  /** Per request in the batch: ms spent queued. */
+  queueMs: number[];
+  runMs: number;
+  error?: Error;
+}
+
+interface Pending {
+  data: Float32Array;
+  images: number;
+  keepRate: number | undefined;
+  enqueuedAt: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
+  settled: boolean;
+  resolve: (r: BatchedForward) => void;
+  reject: (e: Error) => void;
+}
+
+function positiveInt(name: string, v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new OptionsError(`${name} must be a positive integer, got ${String(v)}`);
+  return v as number;
+}
+
+export class Batcher extends EventEmitter {
+  readonly model: Model;
+  readonly maxBatchSize: number;
+  readonly maxWaitMs: number;
+  readonly maxInFlight: number;
+  readonly maxQueue: number;
+  /** The adaptive keep-rate policy, or null when the keep rate is fixed. */
+  readonly policy: AdaptiveKeepPolicy | null;
+  #queue: Pending[] = [];
+  #queuedImages = 0;
+  #inFlight = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #closing = false;
+  #draining = false;
+  #admitting = 0;
+  #drained: Array<() => void> = [];
+
+  constructor(model: Model, options: BatcherOptions = {}) {
+    super();
+    if (options === null || typeof options !== 'object') throw new OptionsError('batcher options must be an object');
+    if (!model || typeof model.forward !== 'function') throw new OptionsError('Batcher needs a loaded Model');
+    this.model = model;
+    this.maxBatchSize = positiveInt('maxBatchSize', options.maxBatchSize, 32);
+    this.maxInFlight = positiveInt('maxInFlight', options.maxInFlight, 1);
+    this.maxQueue = positiveInt('maxQueue', options.maxQueue, 256);
+    const wait = options.maxWaitMs ?? 2;
+    if (typeof wait !== 'number' || !Number.isFinite(wait) || wait < 0)
+      throw new OptionsError(`maxWaitMs must be a non-negative number, got ${String(wait)}`);
+    this.maxWaitMs = wait;
+    const a = options.adaptiveKeep;
+    this.policy = a === undefined || a === false ? null : a instanceof AdaptiveKeepPolicy ? a : new AdaptiveKeepPolicy(a);
+    // A policy's rates must all be valid schedules for this model: fail now, not on the first batch.
+    if (this.policy) for (const r of this.policy.rates) model.scheduleFor({ keepRate: r });
+  }
+
+  /** The keep rate a request without its own would run with now. */
+  get keepRate(): number | null {
+    return this.policy ? this.policy.keepRate : this.model.schedule.keepRate;
+  }
+
+  /** Requests waiting for a batch. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Native calls running. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  /**
+   * Runs a preprocessed tensor [B, C, H, W] as part of a batch. The data is read,
+   * not copied, until the batch starts: do not modify it before the promise settles.
+   */
+  forward(input: Tensor4D, options: BatchRequestOptions = {}): Promise<BatchedForward> {
+    try {
+      this.#checkAccepting(options?.signal);
+      const images = this.#checkTensor(input);
+      return this.#enqueue(input.data, images, options ?? {});
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /**
+   * Classifies encoded images (Buffers or paths) or a preprocessed tensor as part
+   * of a batch. Images are decoded and preprocessed before they queue.
+   */
+  async classify(
+    inputs: Tensor4D | string | Buffer | ReadonlyArray<string | Buffer>,
+    options: BatchClassifyOptions = {},
+  ): Promise<BatchedClassify> {
+    const { top = 5, ...request } = options ?? {};
+    if (!Number.isInteger(top) || top < 1) throw new OptionsError(`top must be a positive integer, got ${String(top)}`);
+    this.#checkAccepting(request.signal);
+    // Accepted now: a close() during preprocessing still lets this request run.
+    this.#admitting++;
+    try {
+      return await this.#classifyAdmitted(inputs, top, request);
+    } finally {
+      this.#admitting--;
+      this.#checkDrained();
+    }
+  }
+
+  async #classifyAdmitted(
+    inputs: Tensor4D | string | Buffer | ReadonlyArray<string | Buffer>,
+    top: number,
+    request: BatchRequestOptions,
+  ): Promise<BatchedClassify> {
+    let tensor: Tensor4D;
+    let names: string[];
+    if (typeof inputs === 'string' || Buffer.isBuffer(inputs) || Array.isArray(inputs)) {
+      const list = (Array.isArray(inputs) ? [...inputs] : [inputs]) as Array<string | Buffer>;
+      if (list.length === 0) throw new InputError('classify needs at least one input');
+      tensor = await preprocessBatch(list, this.model.preprocess);
+      names = list.map((x) => (typeof x === 'string' ? x : `<buffer ${x.length} bytes>`));
+    } else {
+      const n = this.#checkTensor(inputs as Tensor4D);
+      tensor = inputs as Tensor4D;
+      names = Array.from({ length: n }, (_, i) => `tensor[${i}]`);
+    }
+    const out = await this.#enqueue(tensor.data, tensor.shape[0]!, request, true);
+    const classes = out.shape[1];
+    const k = Math.min(top, classes);
+    const results = names.map((input, i) => {
+      const logits = Array.from(out.logits.subarray(i * classes, (i + 1) * classes));
+      return {
+        input,
+        logits,
+        top: topClasses(logits, k, this.model.labels),
+        kept: out.kept.map((t) => ({ block: t.block, tokens: Array.from(t.tokens.subarray(i * t.shape[1], (i + 1) * t.shape[1])) })),
+      };
+    });
+    const { logits: _l, shape: _s, kept: _k, ...serving } = out;
+    return { results, ...serving };
+  }
+
+  /**
+   * Runs queued requests from now on without waiting for company, still accepting
+   * new ones: the first step of a graceful shutdown, while callers still arrive.
+   */
+  drain(): void {
+    this.#draining = true;
+    this.#pump();
+  }
+
+  /**
+   * Stops accepting requests (they fail with ClosedError) and resolves once every
+   * accepted request has settled. Queued requests run without waiting for company.
+   */
+  close(): Promise<void> {
+    this.#closing = true;
+    const done = new Promise<void>((resolve) => this.#drained.push(resolve));
+    this.#pump();
+    this.#checkDrained();
+    return done;
+  }
+
+  #checkAccepting(signal: AbortSignal | undefined): void {
+    if (this.#closing) throw new ClosedError();
+    if (signal?.aborted) throw new AbortedError('the request was aborted before it was queued', { cause: signal.reason });
+  }
+
+  #checkTensor(input: Tensor4D): number {
+    if (input === null || typeof input !== 'object') throw new InputError('input must be {data, shape}');
+    const { data, shape } = input;
+    if (!(data instanceof Float32Array)) throw new InputError('input.data must be a Float32Array');
+    const m = this.model;
+    const want = [m.architecture.inChans, m.imgSize, m.imgSize];
+    if (!Array.isArray(shape) || shape.length !== 4 || !Number.isSafeInteger(shape[0]) || shape[0]! < 1 ||
+      want.some((w, i) => shape[i + 1] !== w))
+      throw new InputError(`input has shape ${JSON.stringify(shape)}, expected [batch, ${want.join(', ')}]`);
+    const n = shape[0]!;
+    if (data.length !== n * want[0]! * want[1]! * want[2]!)
+      throw new InputError(`input.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${n * want[0]! * want[1]! * want[2]!}`);
+    return n;
+  }
+
+  #enqueue(data: Float32Array, images: number, options: BatchRequestOptions, admitted = false): Promise<BatchedForward> {
+    const { signal, keepRate } = options;
+    if (!admitted) this.#checkAccepting(signal);
+    else if (signal?.aborted) throw new AbortedError('the request was aborted before it was queued', { cause: signal.reason });
+    if (keepRate !== undefined) this.model.scheduleFor({ keepRate }); // throws OptionsError when invalid
+    if (this.#queue.length >= this.maxQueue)
+      throw new OverloadedError(`the queue is full (${this.maxQueue} requests waiting); retry later`);
+    return new Promise<BatchedForward>((resolve, reject) => {
+      const p: Pending = {
+        data, images, keepRate, signal, settled: false, onAbort: null, enqueuedAt: performance.now(),
+        resolve: (r) => {
+          if (p.settled) return;
+          p.settled = true;
+          if (p.onAbort) signal!.removeEventListener('abort', p.onAbort);
+          resolve(r);
+        },
+        reject: (e) => {
+          if (p.settled) return;
+          p.settled = true;
+          if (p.onAbort) signal!.removeEventListener('abort', p.onAbort);
+          reject(e);
+        },
+      };
+      if (signal) {
+        p.onAbort = () => {
+          const at = this.#queue.indexOf(p);
+          if (at >= 0) {
+            this.#queue.splice(at, 1);
+            this.#queuedImages -= p.images;
+          }
+          // A running batch cannot be stopped; its result for this request is dropped.
+          p.reject(new AbortedError(at >= 0 ? 'the request was aborted while queued' : 'the request was aborted while running', { cause: signal.reason }));
+          this.#checkDrained();
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.#queue.push(p);
+      this.#queuedImages += images;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.maxInFlight && this.#queue.length > 0) {
+      const waited = performance.now() - this.#queue[0]!.enqueuedAt;
+      if (!this.#closing && !this.#draining && this.#queuedImages < this.maxBatchSize && waited < this.maxWaitMs) {
+        if (!this.#timer) {
+          this.#timer = setTimeout(() => {
+            this.#timer = null;
+            this.#pump();
+          }, this.maxWaitMs - waited);
+        }
+        return;
+      }
+      this.#dispatch();
+    }
+  }
+
+  #dispatch(): void {
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    const start = performance.now();
+    // Observe before choosing the rate, so this batch already runs at the updated one.
+    if (this.policy) this.policy.observe(start - this.#queue[0]!.enqueuedAt, start);
+    const rateOf = (p: Pending): number | undefined => p.keepRate ?? this.policy?.keepRate;
+    const rate = rateOf(this.#queue[0]!);
+    const batch: Pending[] = [];
+    let images = 0;
+    for (let i = 0; i < this.#queue.length; ) {
+      const p = this.#queue[i]!;
+      if (rateOf(p) === rate && (batch.length === 0 || images + p.images <= this.maxBatchSize)) {
+        batch.push(p);
+        images += p.images;
+        this.#queue.splice(i, 1);
+        this.#queuedImages -= p.images;
+        if (images >= this.maxBatchSize) break;
+      } else {
+        i++;
+      }
+    }
+    this.#inFlight++;
+    void this.#run(batch, images, rate, start);
+  }
+
+  async #run(batch: Pending[], images: number, keepRate: number | undefined, start: number): Promise<void> {
+    const m = this.model;
+    const per = m.architecture.inChans * m.imgSize * m.imgSize;
+    let data: Float32Array;
+    if (batch.length === 1) {
+      data = batch[0]!.data;
+    } else {
+      data = new Float32Array(images * per);
+      let at = 0;
+      for (const p of batch) {
+        data.set(p.data, at);
+        at += p.data.length;
+      }
+    }
+    const queueMs = batch.map((p) => start - p.enqueuedAt);
+    let event: BatchEvent;
+    try {
+      const out = await m.forward({ data, shape: [images, m.architecture.inChans, m.imgSize, m.imgSize] }, { keepRate });
+      const runMs = performance.now() - start;
+      const classes = out.shape[1];
+      const served = out.schedule.keepRate;
+      let row = 0;
+      batch.forEach((p, j) => {
+        const from = row;
+        row += p.images;
+        p.resolve({
+          // Copies, so a caller holding its result does not keep the whole batch alive.
+          logits: out.logits.slice(from * classes, row * classes),
+          shape: [p.images, classes],
+          kept: out.kept.map((k) => ({
+            block: k.block,
+            tokens: k.tokens.slice(from * k.shape[1], row * k.shape[1]),
+            shape: [p.images, k.shape[1]] as [number, number],
+          })),
+          keepRate: served,
+          batchSize: images,
+          queueMs: queueMs[j]!,
+          runMs,
+        });
+      });
+      event = { images, requests: batch.length, keepRate: served, queueMs, runMs };
+    } catch (err) {
+      for (const p of batch) p.reject(err as Error);
+      event = { images, requests: batch.length, keepRate: keepRate ?? m.schedule.keepRate, queueMs, runMs: performance.now() - start, error: err as Error };
+    }
+    this.#inFlight--;
+    this.emit('batch', event);
+    this.#pump();
+    this.#checkDrained();
+  }
+
+  #checkDrained(): void {
+    if (!this.#closing || this.#admitting > 0 || this.#queue.length > 0 || this.#inFlight > 0) return;
+    const waiting = this.#drained.splice(0);
+    // After the callers' own continuations: close() resolving means every caller has its answer.
+    if (waiting.length) setImmediate(() => { for (const resolve of waiting) resolve(); });
+  }
+}

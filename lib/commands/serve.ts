@@ -1,0 +1,148 @@
+/** `evit serve`: an HTTP classification server with dynamic batching. */
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { BUNDLED_MODEL } from '../bundled';
+import { loadModel } from '../model';
+import { createServer } from '../serve/lazy';
+import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
+import { UsageError, num } from './args';
+import { readLabels } from './classify';
+
+export const usage = `  evit serve [--weights FILE] [options]             serve POST /v1/classify over HTTP`;
+
+export const help = `serve options:
+  --host ADDR           address to listen on (default 127.0.0.1, loopback only)
+  --port N              port (default 8080; 0 picks a free one)
+  --max-batch N         most images per forward pass (default 32)
+  --max-wait-ms MS      longest a request waits for others to batch with (default 2)
+  --max-queue N         requests waiting before new ones get 429 (default 256)
+  --in-flight N         forward passes running at once (default 1)
+  --adaptive            lower the keep rate under load (0.9 -> 0.7 -> 0.5), raise it when load falls
+  --adaptive-rates LIST keep rates the adaptive policy steps through (default 0.9,0.7,0.5)
+  --target-ms MS        queueing delay above which the policy steps down (default 50)
+  --body-limit BYTES    largest request body; k/m suffixes allowed (default ${DEFAULT_BODY_LIMIT / 1024 / 1024}m)
+  --max-pixels N        largest image, width x height, read from its header (default ${DEFAULT_MAX_PIXELS})
+  --threads N           CPU threads of the forward pass (default: one fewer than the cores, at least 1)
+  --log                 log every request (JSON lines on stdout)
+  Model options as for classify: --weights --card --arch --heads --keep-rate --drop-loc
+  --fuse/--no-fuse --img-size --labels --top
+
+SIGINT or SIGTERM stops accepting connections, finishes every accepted request, then exits.`;
+
+function bytes(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d+)\s*([km]?)b?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`--body-limit must be a byte count like 1048576, 512k or 10m, got ${JSON.stringify(v)}`);
+  return Number(m[1]) * (m[2]!.toLowerCase() === 'm' ? 1024 * 1024 : m[2]!.toLowerCase() === 'k' ? 1024 : 1);
+}
+
+function list(name: string, v: string | undefined): number[] | undefined {
+  return v === undefined ? undefined : v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s)!);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    allowNegative: true,
+    options: {
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '8080' },
+      'max-batch': { type: 'string' },
+      'max-wait-ms': { type: 'string' },
+      'max-queue': { type: 'string' },
+      'in-flight': { type: 'string' },
+      adaptive: { type: 'boolean', default: false },
+      'adaptive-rates': { type: 'string' },
+      'target-ms': { type: 'string' },
+      'body-limit': { type: 'string' },
+      'max-pixels': { type: 'string' },
+      log: { type: 'boolean', default: false },
+      weights: { type: 'string' },
+      card: { type: 'string' },
+      arch: { type: 'string' },
+      heads: { type: 'string' },
+      'keep-rate': { type: 'string' },
+      'drop-loc': { type: 'string' },
+      fuse: { type: 'boolean' },
+      'img-size': { type: 'string' },
+      threads: { type: 'string' },
+      labels: { type: 'string' },
+      top: { type: 'string' },
+    },
+  });
+  if (positionals.length) throw new UsageError(`serve takes no positional arguments, got ${positionals.join(' ')}`);
+  if (values.weights === '') throw new UsageError('--weights needs a file');
+  const adaptiveRates = list('adaptive-rates', values['adaptive-rates']);
+  const targetMs = num('target-ms', values['target-ms']);
+  if (!values.adaptive && (adaptiveRates !== undefined || targetMs !== undefined))
+    throw new UsageError('--adaptive-rates and --target-ms need --adaptive');
+  const port = num('port', values.port)!;
+  // libvips' operation cache only pays off when the same image is processed twice; uploads are all
+  // different, so for a long-running server it is just memory that grows up to its 50 MB cap.
+  sharp.cache(false);
+  const model = await loadModel(values.weights ?? BUNDLED_MODEL, {
+    card: values.card,
+    arch: values.arch,
+    numHeads: num('heads', values.heads),
+    keepRate: num('keep-rate', values['keep-rate']),
+    dropLoc: list('drop-loc', values['drop-loc']),
+    fuse: values.fuse,
+    imgSize: num('img-size', values['img-size']),
+    // One core is left to the event loop, HTTP parsing and image decoding, so they never wait on a pass.
+    threads: num('threads', values.threads) ?? Math.max(1, availableParallelism() - 1),
+    labels: values.labels === undefined ? undefined : readLabels(values.labels),
+  });
+  let app;
+  try {
+    app = createServer({
+      model,
+      logger: values.log,
+      bodyLimit: bytes(values['body-limit']),
+      maxPixels: num('max-pixels', values['max-pixels']),
+      top: num('top', values.top),
+      batch: {
+        maxBatchSize: num('max-batch', values['max-batch']),
+        maxWaitMs: num('max-wait-ms', values['max-wait-ms']),
+        maxQueue: num('max-queue', values['max-queue']),
+        maxInFlight: num('in-flight', values['in-flight']),
+        adaptiveKeep: values.adaptive ? { rates: adaptiveRates, targetMs } : false,
+      },
+    });
+    await app.ready();
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  const address = await app.listen({ host: values.host, port });
+  const policy = values.adaptive ? `adaptive keep rate ${(adaptiveRates ?? [0.9, 0.7, 0.5]).join(' -> ')}` : `keep rate ${model.schedule.keepRate ?? 'from keep counts'}`;
+  process.stderr.write(`evit: serving on ${address} (${model.backend}, ${policy})\n`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        process.stderr.write(`evit: ${signal} again, exiting without waiting\n`);
+        process.exit(1);
+      }
+      stopping = true;
+      process.stderr.write(`evit: ${signal}: finishing accepted requests…\n`);
+      app.close().then(
+        () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          model.dispose();
+          process.stderr.write('evit: stopped\n');
+          resolve(0);
+        },
+        (err: Error) => {
+          process.stderr.write(`evit: shutdown failed: ${err.message}\n`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
