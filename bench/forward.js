@@ -41,6 +41,10 @@ const ROOT = path.resolve(__dirname, '..');
 const evit = require('../dist');
 const { loadBinding } = require('../dist/native');
 const { writeSection } = require('./report');
+const {
+  median, nowMs, fmt, table, writeRandomCheckpoint, randomImages, timeRoundRobin, cpuModel, requireOrt, ortVersion,
+  exportOnnx: exportOnnxWith,
+} = require('./common');
 
 const QUICK = process.argv.includes('--quick');
 const FROM_JSON = process.argv.includes('--from-json');
@@ -70,83 +74,16 @@ const TARGET_REORG = 0.05;
 
 const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
 
-// ---------------------------------------------------------------- utilities
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function normalFill(rand, n, std) {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = 1 - rand();
-    const v = rand();
-    const r = std * Math.sqrt(-2 * Math.log(u));
-    out[i] = r * Math.cos(2 * Math.PI * v);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v);
-  }
-  return out;
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
-const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d).replace(/^-(0\.?0*)$/, '$1') : 'n/a');
-
 // ---------------------------------------------------------------- model
 
 function makeCheckpoint(file, seed = 1234) {
-  const rand = mulberry32(seed);
-  const { embed: C, depth, patch: p, img, mlp, classes, inChans } = DIM;
-  const P = (img / p) ** 2;
-  const t = new Map();
-  const add = (name, shape, data) => t.set(name, { dtype: 'F32', shape, data });
-  const rnd = (shape, std = 0.02) => normalFill(rand, shape.reduce((a, b) => a * b, 1), std);
-  const ones = (n) => new Float32Array(n).fill(1);
-  add('cls_token', [1, 1, C], rnd([1, 1, C]));
-  add('pos_embed', [1, 1 + P, C], rnd([1, 1 + P, C]));
-  add('patch_embed.proj.weight', [C, inChans, p, p], rnd([C, inChans, p, p]));
-  add('patch_embed.proj.bias', [C], rnd([C]));
-  for (let i = 0; i < depth; i++) {
-    const b = `blocks.${i}`;
-    add(`${b}.norm1.weight`, [C], ones(C));
-    add(`${b}.norm1.bias`, [C], new Float32Array(C));
-    add(`${b}.attn.qkv.weight`, [3 * C, C], rnd([3 * C, C]));
-    add(`${b}.attn.qkv.bias`, [3 * C], rnd([3 * C]));
-    add(`${b}.attn.proj.weight`, [C, C], rnd([C, C]));
-    add(`${b}.attn.proj.bias`, [C], rnd([C]));
-    add(`${b}.norm2.weight`, [C], ones(C));
-    add(`${b}.norm2.bias`, [C], new Float32Array(C));
-    add(`${b}.mlp.fc1.weight`, [mlp, C], rnd([mlp, C]));
-    add(`${b}.mlp.fc1.bias`, [mlp], rnd([mlp]));
-    add(`${b}.mlp.fc2.weight`, [C, mlp], rnd([C, mlp]));
-    add(`${b}.mlp.fc2.bias`, [C], rnd([C]));
-  }
-  add('norm.weight', [C], ones(C));
-  add('norm.bias', [C], new Float32Array(C));
-  add('head.weight', [classes, C], rnd([classes, C]));
-  add('head.bias', [classes], rnd([classes]));
-  fs.writeFileSync(file, evit.serializeSafetensors(t, { format: 'pt', note: 'random DeiT-S weights for benchmarking' }));
-  return t;
+  const grid = DIM.img / DIM.patch;
+  const dims = { embed: DIM.embed, depth: DIM.depth, patch: DIM.patch, inChans: DIM.inChans, gridH: grid, gridW: grid, mlp: DIM.mlp, classes: DIM.classes };
+  return writeRandomCheckpoint(file, dims, seed, 'random DeiT-S weights for benchmarking');
 }
 
 function makeImages(batch, seed = 99) {
-  const rand = mulberry32(seed);
-  const n = batch * DIM.inChans * DIM.img * DIM.img;
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = rand() * 4 - 2;
-  return { data, shape: [batch, DIM.inChans, DIM.img, DIM.img] };
+  return randomImages(batch, DIM.inChans, DIM.img, DIM.img, seed);
 }
 
 /** Multiply-add FLOPs (2 per MAC) of one image through a schedule; per-part breakdown. */
@@ -169,16 +106,6 @@ function scheduleFlops(schedule) {
 }
 
 // ---------------------------------------------------------------- machine
-
-function cpuModel() {
-  try {
-    const m = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m);
-    if (m) return m[1].trim();
-  } catch {
-    /* not Linux */
-  }
-  return os.cpus()[0]?.model ?? 'unknown';
-}
 
 const WIDTH_LABEL = { avx2: 'AVX2', avx512: 'AVX-512' };
 
@@ -232,30 +159,6 @@ function pctOf(peak, gflops) {
 }
 
 // ---------------------------------------------------------------- evit timing
-
-async function timeRoundRobin(entries, budget) {
-  // entries: [{ key, run: async () => void }]; one warm-up each, then round-robin.
-  for (const e of entries) {
-    const t0 = nowMs();
-    await e.run();
-    e.firstMs = nowMs() - t0;
-    await e.run();
-  }
-  const perRound = entries.reduce((a, e) => a + e.firstMs, 0) / entries.length;
-  const rounds = Math.max(budget.minRounds, Math.min(budget.maxRounds, Math.ceil((budget.seconds * 1000) / perRound)));
-  for (const e of entries) e.times = [];
-  for (let r = 0; r < rounds; r++) {
-    for (const e of entries) {
-      // Engines whose idle threads spin after a run (onnxruntime's and evit's pools both do)
-      // would steal cores from the next engine's run: let them settle first.
-      if (e.settleMs) await new Promise((resolve) => setTimeout(resolve, e.settleMs));
-      const t0 = nowMs();
-      await e.run();
-      e.times.push(nowMs() - t0);
-    }
-  }
-  return rounds;
-}
 
 async function benchEvit(model, peak, batches = [1, 8], label = '') {
   const rows = [];
@@ -443,43 +346,7 @@ async function profilePhase(model, peak, batches = [1, 8]) {
 // ---------------------------------------------------------------- onnxruntime peer
 
 function exportOnnx(ckpt, onnxFile) {
-  const python = '/usr/bin/python3';
-  if (!fs.existsSync(python)) return `${python} not found`;
-  const probe = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 120000 });
-  if (probe.status !== 0) return `${python} has no torch (${(probe.stderr || '').trim().split('\n').pop()})`;
-  const r = spawnSync(python, [path.join(__dirname, 'export_onnx.py'), ckpt, onnxFile, '--heads', String(DIM.heads)], {
-    encoding: 'utf8',
-    timeout: 240000,
-  });
-  if (r.status !== 0 || !fs.existsSync(onnxFile)) {
-    const why = (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').slice(-3).join(' | ');
-    return `ONNX export failed: ${why}`;
-  }
-  return { torch: probe.stdout.trim() };
-}
-
-function requireOrt() {
-  try {
-    return require('onnxruntime-node');
-  } catch (err) {
-    return {
-      skipped: `onnxruntime-node is not installed (${err.message.split('\n')[0]}); ` +
-        'install it with `ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save onnxruntime-node`',
-    };
-  }
-}
-
-function ortVersion() {
-  try {
-    return require('onnxruntime-node/package.json').version;
-  } catch {
-    /* exports map may hide it */
-    try {
-      return JSON.parse(fs.readFileSync(require.resolve('onnxruntime-node').replace(/dist[\\/].*$/, 'package.json'), 'utf8')).version;
-    } catch {
-      return 'unknown';
-    }
-  }
+  return exportOnnxWith(ckpt, onnxFile, DIM.heads);
 }
 
 /** Exports the ONNX file once; the parent and the child process both time against it. */
@@ -591,11 +458,6 @@ async function childMain(ckpt, ortPrepJson, peakJson) {
 }
 
 // ---------------------------------------------------------------- report
-
-function table(header, rows) {
-  const line = (cells) => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
-}
 
 const range = (xs, d = 1) => {
   const lo = Math.min(...xs);

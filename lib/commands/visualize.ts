@@ -1,0 +1,81 @@
+/** `evit visualize`: draw which patches each dropping block keeps, fuses or discards. */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { OptionsError } from '../errors';
+import { BUNDLED_MODEL } from '../bundled';
+import { loadModel } from '../model';
+import { visualize } from '../visualize';
+import { UsageError, num } from './args';
+
+export const usage = `  evit visualize --out PNG [options] IMAGE          draw the kept, fused and dropped patches`;
+
+export const help = `visualize options:
+  --weights FILE        safetensors checkpoint (default: the bundled Fashion-MNIST model)
+  --out PNG             where to write the picture: the model's crop, then one panel per dropping block
+  --arch NAME, --heads N, --keep-rate R, --drop-loc LIST, --fuse | --no-fuse, --img-size S, --threads N
+                        as for classify
+  --scale K             integer magnification of each panel (default: about 224 px per panel)
+  --gap PX              pixels between panels (default 4)
+  --json                print the masks as JSON ({grid, blocks: [{block, counts, mask}]}) instead of text
+
+Discarded patches are darkened; patches that live on inside a fused token are tinted blue.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    allowNegative: true,
+    options: {
+      weights: { type: 'string' },
+      out: { type: 'string' },
+      arch: { type: 'string' },
+      heads: { type: 'string' },
+      'keep-rate': { type: 'string' },
+      'drop-loc': { type: 'string' },
+      fuse: { type: 'boolean' },
+      'img-size': { type: 'string' },
+      threads: { type: 'string' },
+      scale: { type: 'string' },
+      gap: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (values.weights === '') throw new UsageError('--weights needs a file');
+  if (!values.out) throw new UsageError('visualize needs --out PNG');
+  if (positionals.length !== 1) throw new UsageError(`visualize takes exactly one IMAGE, got ${positionals.length}`);
+  const dropLoc = values['drop-loc'] === undefined
+    ? undefined
+    : values['drop-loc'].split(',').filter((s) => s.trim() !== '').map((s) => num('drop-loc', s)!);
+  const model = await loadModel(values.weights ?? BUNDLED_MODEL, {
+    arch: values.arch,
+    numHeads: num('heads', values.heads),
+    keepRate: num('keep-rate', values['keep-rate']),
+    dropLoc,
+    fuse: values.fuse,
+    imgSize: num('img-size', values['img-size']),
+    threads: num('threads', values.threads),
+  });
+  try {
+    const v = await visualize(model, positionals[0]!, { scale: num('scale', values.scale), gap: num('gap', values.gap) });
+    try {
+      writeFileSync(values.out, v.png);
+    } catch (err) {
+      throw new OptionsError(`cannot write --out ${values.out}: ${(err as Error).message}`);
+    }
+    if (values.json) {
+      const blocks = v.masks.blocks.map((b) => ({ block: b.block, counts: b.counts[0], mask: Array.from(b.mask) }));
+      process.stdout.write(JSON.stringify({ out: values.out, width: v.width, height: v.height, grid: v.masks.grid, blocks }) + '\n');
+    } else {
+      const lines = [`${values.out}: ${v.width}x${v.height}, ${v.masks.blocks.length + 1} panels of ${v.panel} px`];
+      if (v.masks.blocks.length === 0) lines.push('no block reorganised its tokens (dense schedule): only the input panel');
+      for (const b of v.masks.blocks) {
+        const c = b.counts[0]!;
+        lines.push(`  after block ${b.block}: ${c.kept} patches kept, ${c.fused} fused, ${c.dropped} dropped`);
+      }
+      process.stdout.write(lines.join('\n') + '\n');
+    }
+  } finally {
+    model.dispose();
+  }
+  return 0;
+}
