@@ -550,7 +550,7 @@ function writeReport(r) {
   md.push('with the schedule\'s token counts, plus patch embedding and head; LayerNorm, softmax, GELU and');
   md.push('the reorganisation itself are not counted.');
   md.push('');
-  md.push(`## evit CPU forward${forced ? ` (OPENBLAS_CORETYPE=${forced})` : ''}`);
+  md.push(`### evit CPU forward${forced ? ` (OPENBLAS_CORETYPE=${forced})` : ''}`);
   md.push('');
   md.push(table(
     ['batch', 'schedule', 'tokens after blocks 3/6/9', 'GFLOP/img', 'runs', 'median ms', 'img/s', 'vs dense', 'FLOP ratio', 'GFLOP/s', ...pctHeads],
@@ -617,7 +617,7 @@ function writeReport(r) {
   } else if (r.profile) {
     const db = prof8?.denseBlock ?? r.profile.batches.at(-1).denseBlock;
     const denseRun = r.evit.find((x) => x.batch === db.batch && x.config === 'dense');
-    md.push(`## Where a dense block goes (batch ${db.batch}, ${db.tokens} tokens)`);
+    md.push(`### Where a dense block goes (batch ${db.batch}, ${db.tokens} tokens)`);
     md.push('');
     md.push(`From \`forward(input, { profile: true })\` on the dense schedule: each op timed inside the real forward pass`);
     md.push(`(a clock read after each op), median over ${db.rounds} profiled runs, for block 0.`);
@@ -658,7 +658,7 @@ function writeReport(r) {
   }
 
   if (ct?.set) {
-    md.push(`## OpenBLAS kernels: OPENBLAS_CORETYPE=${ct.set} against OpenBLAS's own choice`);
+    md.push(`### OpenBLAS kernels: OPENBLAS_CORETYPE=${ct.set} against OpenBLAS's own choice`);
     md.push('');
     md.push(`\`OPENBLAS_CORETYPE=${ct.set}\` is set in this machine's environment and forces OpenBLAS's kernel choice;`);
     md.push('the tables above ran under it. A user\'s machine without it gets OpenBLAS\'s own choice for its CPU.');
