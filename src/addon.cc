@@ -5,6 +5,8 @@
 
 #include "cpu/thread_pool.h"
 #include "cpu/vec_math.h"
+#include "cuda_host_checks.h"
+#include "cuda_ops_binding.h"
 #include "cuda_probe.h"
 #include "model_handle.h"
 #include "ops_binding.h"
@@ -49,6 +51,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", ModelHandle::Define(env));
   exports.Set("backendInfo", Napi::Function::New<BackendInfo>(env, "backendInfo"));
   exports.Set("ops", DefineOps(env));
+  exports.Set("cudaOps", DefineCudaOps(env));
+  exports.Set("cudaHost", DefineCudaHostChecks(env));
   return exports;
 }
 

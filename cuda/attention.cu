@@ -1,0 +1,173 @@
+// attention(): the tensor-core kernel (attention_mma.cu) for half precision when the head
+// dim allows, else the SIMT kernel below, which handles fp32 and any head dim up to 128.
+//
+// SIMT attention for short sequences with an exact softmax: a block owns kAttnRows
+// query rows of one (image, head) and keeps their whole score rows in shared memory, so
+// softmax is the plain max / exp / sum in fp32 over the full row (no online rescaling).
+// Keys, then values, pass through shared memory in chunks of kAttnKeys, converted to
+// fp32 once on load; all arithmetic is fp32 FMA, whatever T is.
+//
+//   pass 1  s[r][j] = scale · Σ_c q[r][c]·k[j][c]   (scale after the dot, as the CPU op)
+//   pass 2  p[r][:] = softmax(s[r][:]); the block holding query row 0 writes p[0][:]
+//   pass 3  out[r][c] = Σ_j p[r][j]·v[j][c]
+//
+// Shared memory: kAttnRows·d (q) + kAttnKeys·(d+1) (k or v chunk, rows padded so a warp
+// reading one column of 32 keys hits 32 banks) + kAttnRows·N (scores) floats.
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "attention_internal.h"
+#include "element_type.cuh"
+#include "kernels.h"
+#include "smem_limit.cuh"
+#include "tile_index.h"
+
+namespace evit::cuda {
+
+namespace {
+
+constexpr int kMaxHeadDim = 128;
+constexpr int kMaxOutPerThread = kAttnRows * kMaxHeadDim / kAttnThreads;
+
+size_t sharedBytes(int N, int d) {
+  return ((size_t)kAttnRows * d + (size_t)kAttnKeys * (d + 1) + (size_t)kAttnRows * N) * sizeof(float);
+}
+
+// Rows [j0, j0 + rows) of one part of the head (base points at its q, k or v) into dst[rows][ld] as
+// fp32, zero past N.
+template <class T>
+__device__ void stageRows(const T* __restrict__ base, long ldRow, int N, int j0, int rows, int d, float* dst,
+                          int ld) {
+  for (int e = threadIdx.x; e < rows * d; e += kAttnThreads) {
+    const int j = e / d, c = e % d;
+    dst[j * ld + c] = j0 + j < N ? toFloat(base[(long)(j0 + j) * ldRow + c]) : 0.0f;
+  }
+}
+
+template <class T, bool kWithProbs>
+__global__ void __launch_bounds__(kAttnThreads) attentionKernel(const T* __restrict__ qkv, T* __restrict__ out,
+                                                                float* __restrict__ clsProbs, int N, int heads,
+                                                                int d, float scale) {
+  extern __shared__ __align__(16) float smemf[];
+  float* q = smemf;                              // [kAttnRows][d]
+  float* kv = q + kAttnRows * d;                 // [kAttnKeys][d + 1]
+  float* s = kv + kAttnKeys * (d + 1);           // [kAttnRows][N]
+  const int q0 = blockIdx.x * kAttnRows, h = blockIdx.y, b = blockIdx.z;
+  const int C = heads * d, tid = threadIdx.x;
+  const long ldRow = 3L * C;
+  const T* head = qkv + (long)b * N * ldRow + (long)h * d;  // q of row 0; k at +C, v at +2C
+
+  stageRows(head, ldRow, N, q0, kAttnRows, d, q, d);
+
+  // Pass 1: scores, a chunk of keys at a time; thread = one key, kAttnRowsPerThread rows.
+  for (int j0 = 0; j0 < N; j0 += kAttnKeys) {
+    __syncthreads();  // the previous chunk (or nothing) is done with kv
+    stageRows(head + C, ldRow, N, j0, kAttnKeys, d, kv, d + 1);
+    __syncthreads();
+    int r0, j;
+    attnScoreCoord(tid, 0, r0, j);
+    float acc[kAttnRowsPerThread] = {};
+    const float* kj = kv + j * (d + 1);
+    for (int c = 0; c < d; ++c) {
+      const float kc = kj[c];
+#pragma unroll
+      for (int i = 0; i < kAttnRowsPerThread; ++i) acc[i] += q[(r0 + i) * d + c] * kc;
+    }
+    if (j0 + j < N)
+#pragma unroll
+      for (int i = 0; i < kAttnRowsPerThread; ++i) s[(r0 + i) * N + j0 + j] = scale * acc[i];
+  }
+  __syncthreads();
+
+  // Pass 2: exact softmax, one warp per row, fp32 throughout.
+  const int warp = tid / 32, lane = tid % 32;
+  for (int r = warp; r < kAttnRows && q0 + r < N; r += kAttnThreads / 32) {
+    float* sr = s + r * N;
+    float mx = -INFINITY;
+    for (int j = lane; j < N; j += 32) mx = fmaxf(mx, sr[j]);
+    mx = warpMax(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < N; j += 32) {
+      const float e = expf(sr[j] - mx);
+      sr[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / warpSum(sum);
+    float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * N : nullptr;
+    for (int j = lane; j < N; j += 32) {
+      const float p = sr[j] * inv;
+      sr[j] = p;
+      if (kWithProbs && probsOut) probsOut[j] = p;
+    }
+  }
+
+  // Pass 3: out = P·V, values staged like the keys; thread = a fixed set of (row, channel).
+  const int perThread = attnOutPerThread(d);
+  float acc[kMaxOutPerThread] = {};
+  for (int j0 = 0; j0 < N; j0 += kAttnKeys) {
+    __syncthreads();  // scores final / previous chunk consumed
+    stageRows(head + 2 * C, ldRow, N, j0, kAttnKeys, d, kv, d + 1);
+    __syncthreads();
+    const int keys = min(kAttnKeys, N - j0);
+#pragma unroll
+    for (int e = 0; e < kMaxOutPerThread; ++e) {
+      int r, c;
+      attnOutCoord(tid, e, d, r, c);
+      if (e >= perThread || r >= kAttnRows || q0 + r >= N) continue;
+      const float* sr = s + r * N + j0;
+      float a = acc[e];
+      for (int j = 0; j < keys; ++j) a += sr[j] * kv[j * (d + 1) + c];
+      acc[e] = a;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kMaxOutPerThread; ++e) {
+    int r, c;
+    attnOutCoord(tid, e, d, r, c);
+    if (e >= perThread || r >= kAttnRows || q0 + r >= N) continue;
+    out[((long)b * N + q0 + r) * C + (long)h * d + c] = fromFloat<T>(acc[e]);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void attentionSimt(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+  if (N < 2 || heads < 1 || headDim < 1 || headDim > kMaxHeadDim)
+    throw CudaError("attention: need N >= 2, heads >= 1 and 1 <= headDim <= " + std::to_string(kMaxHeadDim) +
+                    " (got N=" + std::to_string(N) + ", heads=" + std::to_string(heads) +
+                    ", headDim=" + std::to_string(headDim) + ")");
+  if (B <= 0) return;
+  if (B > 65535 || heads > 65535) throw CudaError("attention: B and heads must be at most 65535");
+  const size_t bytes = sharedBytes(N, headDim);
+  const dim3 grid(ceilDiv(N, kAttnRows), heads, B);
+  const float scale = 1.0f / std::sqrt((float)headDim);
+  if (clsProbs) {
+    reserveSharedMemory(attentionKernel<T, true>, bytes, "attention (SIMT)");
+    attentionKernel<T, true><<<grid, kAttnThreads, bytes, s>>>(qkv, out, clsProbs, N, heads, headDim, scale);
+  } else {
+    reserveSharedMemory(attentionKernel<T, false>, bytes, "attention (SIMT)");
+    attentionKernel<T, false><<<grid, kAttnThreads, bytes, s>>>(qkv, out, nullptr, N, heads, headDim, scale);
+  }
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void attention(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (attentionMmaFits(qkv, out, headDim)) return attentionMma(qkv, out, clsProbs, B, N, heads, headDim, s);
+  }
+  attentionSimt(qkv, out, clsProbs, B, N, heads, headDim, s);
+}
+
+template void attentionSimt<float>(const float*, float*, float*, int, int, int, int, cudaStream_t);
+template void attentionSimt<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
+template void attentionSimt<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+                                           cudaStream_t);
+template void attention<float>(const float*, float*, float*, int, int, int, int, cudaStream_t);
+template void attention<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
+template void attention<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+                                       cudaStream_t);
+
+}  // namespace evit::cuda

@@ -1,0 +1,218 @@
+// Tensor-core attention for T = __half / __nv_bfloat16, exact softmax, fp32 scores:
+//   - a warp owns 16 query rows; its q fragments are loaded once from global memory;
+//   - keys, then values, stream through a double-buffered shared chunk of kAttnMmaKeys rows
+//     (cp.async, zero-filled past N), so a load overlaps the previous chunk's math;
+//   - s = scale·q·kᵀ (mma.sync, fp32 accumulation) goes to the warp's fp32 score rows in
+//     shared memory: the whole row is on chip, so softmax is the plain max / exp / sum;
+//   - P·V: P is read back from those rows, rounded to T pairs as the A operand, V comes
+//     through ldmatrix.trans; the output accumulates in registers.
+// Index math (fragments, ldmatrix addresses, strides) is in tile_index.h, checked on the host.
+#include <cmath>
+#include <string>
+
+#include "attention_internal.h"
+#include "element_type.cuh"
+#include "mma_ptx.cuh"
+#include "smem_limit.cuh"
+#include "tile_index.h"
+
+namespace evit::cuda {
+
+namespace {
+
+size_t sharedBytes(int N, int d, int warps) {
+  return (size_t)2 * kAttnMmaKeys * attnKvStride(d) * 2 + (size_t)warps * 16 * attnScoreStride(N) * sizeof(float);
+}
+
+template <class T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using type = __half2;
+  static __device__ type make(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+
+// MAXD: the largest head dim the instance handles (64 or 128): it sizes the fragment arrays,
+// which stay in registers because every loop over them is unrolled with a guard on d.
+template <class T, int MAXD, bool kWithProbs>
+__global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ qkv, T* __restrict__ out,
+                                                          float* __restrict__ clsProbs, int N, int heads, int d,
+                                                          float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int MAXK = MAXD / 16;  // k16 steps over the head dim
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int kvStride = attnKvStride(d), sStride = attnScoreStride(N);
+  T* kv = reinterpret_cast<T*>(smem);                                         // [2][keys][kvStride]
+  float* scores = reinterpret_cast<float*>(kv + 2 * kAttnMmaKeys * kvStride);  // [warps·16][sStride]
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int q0 = (blockIdx.x * warps + warp) * 16;  // this warp's first query row
+  const int h = blockIdx.y, b = blockIdx.z, C = heads * d;
+  const long ldRow = 3L * C;
+  const T* head = qkv + (long)b * N * ldRow + (long)h * d;  // q of row 0; k at +C, v at +2C
+  float* sw = scores + warp * 16 * sStride;
+
+  // q fragments; rows past N are zero, so their scores are 0 and their softmax stays finite.
+  uint32_t qf[MAXK][4];
+#pragma unroll
+  for (int kk = 0; kk < MAXK; ++kk)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int row = q0 + mmaFragARow(lane, q), col = kk * 16 + mmaFragACol(lane, q, 0);
+      qf[kk][q] = kk * 16 < d && row < N ? *reinterpret_cast<const uint32_t*>(head + (long)row * ldRow + col) : 0u;
+    }
+
+  // Tile t < chunks is key chunk t, then value chunk t - chunks; it goes into buffer t % 2.
+  const int chunks = (N + kAttnMmaKeys - 1) / kAttnMmaKeys;
+  auto stage = [&](int t) {
+    const int part = t < chunks ? 1 : 2, j0 = (t < chunks ? t : t - chunks) * kAttnMmaKeys, perRow = d / 8;
+    T* dst = kv + (t % 2) * kAttnMmaKeys * kvStride;
+    for (int e = threadIdx.x; e < kAttnMmaKeys * perRow; e += blockDim.x) {
+      const int key = e / perRow, ch = e % perRow;
+      const bool inside = j0 + key < N;
+      cpAsync16(dst + key * kvStride + ch * 8, inside ? head + (long)(j0 + key) * ldRow + part * C + ch * 8 : head,
+                inside ? 16 : 0);
+    }
+    cpAsyncCommit();
+  };
+
+  float o[MAXD / 8][4] = {};
+  stage(0);
+  for (int t = 0; t < 2 * chunks; ++t) {
+    cpAsyncWait<0>();
+    __syncthreads();  // tile t visible to all; every warp is done with tile t - 1's buffer
+    if (t + 1 < 2 * chunks) stage(t + 1);
+    const T* tile = kv + (t % 2) * kAttnMmaKeys * kvStride;
+    if (t < chunks) {
+      float acc[kAttnMmaKeys / 8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < MAXK; ++kk) {
+        if (kk * 16 >= d) break;
+#pragma unroll
+        for (int np = 0; np < kAttnMmaKeys / 16; ++np) {
+          int key, chunk;
+          attnLdmatrixK(np, kk, lane, key, chunk);
+          uint32_t r[4];
+          ldmatrixX4(r, tile + key * kvStride + chunk * 8);
+          mma16816<T>(acc[2 * np], qf[kk], r[0], r[1]);
+          mma16816<T>(acc[2 * np + 1], qf[kk], r[2], r[3]);
+        }
+      }
+#pragma unroll
+      for (int ni = 0; ni < kAttnMmaKeys / 8; ++ni)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int row = mmaAccRow(lane, 2 * hh), col = t * kAttnMmaKeys + ni * 8 + mmaAccCol(lane, 0);
+          *reinterpret_cast<float2*>(sw + row * sStride + col) =
+              make_float2(scale * acc[ni][2 * hh], scale * acc[ni][2 * hh + 1]);
+        }
+      continue;
+    }
+    if (t == chunks) {
+      // Exact softmax of the warp's 16 rows, whole rows in fp32; columns N.. become 0 for P·V.
+      __syncwarp();
+      const int padded = chunks * kAttnMmaKeys;
+      for (int r = 0; r < 16; ++r) {
+        float* sr = sw + r * sStride;
+        float mx = -INFINITY;
+        for (int j = lane; j < N; j += 32) mx = fmaxf(mx, sr[j]);
+        mx = warpMax(mx);
+        float sum = 0.0f;
+        for (int j = lane; j < N; j += 32) {
+          const float e = expf(sr[j] - mx);
+          sr[j] = e;
+          sum += e;
+        }
+        const float inv = 1.0f / warpSum(sum);
+        float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * N : nullptr;
+        for (int j = lane; j < padded; j += 32) {
+          const float p = j < N ? sr[j] * inv : 0.0f;
+          sr[j] = p;
+          if (kWithProbs && probsOut && j < N) probsOut[j] = p;
+        }
+      }
+      __syncwarp();
+    }
+    const int j0 = (t - chunks) * kAttnMmaKeys;
+#pragma unroll
+    for (int ks = 0; ks < kAttnMmaKeys / 16; ++ks) {
+      uint32_t pa[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float2 v =
+            *reinterpret_cast<const float2*>(sw + mmaFragARow(lane, q) * sStride + j0 + ks * 16 + mmaFragACol(lane, q, 0));
+        pa[q] = packPair<T>(v.x, v.y);
+      }
+#pragma unroll
+      for (int np = 0; np < MAXD / 16; ++np) {
+        if (np * 16 >= d) break;
+        int key, chunk;
+        attnLdmatrixV(np, ks, lane, key, chunk);
+        uint32_t r[4];
+        ldmatrixX4Trans(r, tile + key * kvStride + chunk * 8);
+        mma16816<T>(o[2 * np], pa, r[0], r[1]);
+        mma16816<T>(o[2 * np + 1], pa, r[2], r[3]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int ni = 0; ni < MAXD / 8; ++ni) {
+    if (ni * 8 >= d) break;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int row = q0 + mmaAccRow(lane, 2 * hh), col = ni * 8 + mmaAccCol(lane, 0);
+      if (row < N)
+        *reinterpret_cast<typename Pair<T>::type*>(out + ((long)b * N + row) * C + (long)h * d + col) =
+            Pair<T>::make(o[ni][2 * hh], o[ni][2 * hh + 1]);
+    }
+  }
+#endif
+}
+
+template <class T, int MAXD>
+void launch(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int d, cudaStream_t s) {
+  // As many warps (16 query rows each) per block as the score rows allow: 4, else 2, else 1.
+  int device = 0, optin = 0;
+  EVIT_CUDA_CHECK(cudaGetDevice(&device));
+  EVIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  int warps = 4;
+  while (warps > 1 && sharedBytes(N, d, warps) > (size_t)optin) warps /= 2;
+  const size_t bytes = sharedBytes(N, d, warps);
+  const dim3 grid(ceilDiv(N, 16 * warps), heads, B);
+  const float scale = 1.0f / std::sqrt((float)d);
+  if (clsProbs) {
+    reserveSharedMemory(attentionMmaKernel<T, MAXD, true>, bytes, "attention (tensor cores)");
+    attentionMmaKernel<T, MAXD, true><<<grid, 32 * warps, bytes, s>>>(qkv, out, clsProbs, N, heads, d, scale);
+  } else {
+    reserveSharedMemory(attentionMmaKernel<T, MAXD, false>, bytes, "attention (tensor cores)");
+    attentionMmaKernel<T, MAXD, false><<<grid, 32 * warps, bytes, s>>>(qkv, out, nullptr, N, heads, d, scale);
+  }
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+template <class T>
+void attentionMma(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+  if (!attentionMmaFits(qkv, out, headDim))
+    throw CudaError("attention (tensor cores): needs headDim % 16 == 0, headDim <= 128, 16-byte aligned qkv (headDim=" +
+                    std::to_string(headDim) + ")");
+  if (N < 2 || B > 65535 || heads > 65535)
+    throw CudaError("attention (tensor cores): need N >= 2, B and heads at most 65535");
+  if (B <= 0) return;
+  if (headDim <= 64)
+    launch<T, 64>(qkv, out, clsProbs, B, N, heads, headDim, s);
+  else
+    launch<T, 128>(qkv, out, clsProbs, B, N, heads, headDim, s);
+}
+
+template void attentionMma<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
+template void attentionMma<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+                                          cudaStream_t);
+
+}  // namespace evit::cuda

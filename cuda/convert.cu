@@ -1,0 +1,29 @@
+// float → T, for weights at upload and for tests. Grid-stride so any n fits one launch.
+#include "element_type.cuh"
+#include "kernels.h"
+
+namespace evit::cuda {
+
+namespace {
+
+template <class T>
+__global__ void convertKernel(const float* __restrict__ src, T* __restrict__ dst, long n) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    dst[i] = fromFloat<T>(src[i]);
+}
+
+}  // namespace
+
+template <class T>
+void convert(const float* src, T* dst, long n, cudaStream_t s) {
+  if (n <= 0) return;
+  const unsigned blocks = ceilDiv(n, 256) < 65535u ? ceilDiv(n, 256) : 65535u;
+  convertKernel<T><<<blocks, 256, 0, s>>>(src, dst, n);
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+template void convert<float>(const float*, float*, long, cudaStream_t);
+template void convert<__half>(const float*, __half*, long, cudaStream_t);
+template void convert<__nv_bfloat16>(const float*, __nv_bfloat16*, long, cudaStream_t);
+
+}  // namespace evit::cuda

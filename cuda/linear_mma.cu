@@ -1,0 +1,158 @@
+// Tensor-core GEMM for T = __half / __nv_bfloat16 on sm_80 and newer: out = epilogue(x·Wᵀ + b).
+// A block computes a BM × BN tile with WM × WN warps (tile_index.h has all index math):
+//   - k-slices of kMmaBK = 32 halves of x and W stream into a STAGES-deep ring of shared
+//     buffers with cp.async (zero-filled past M, N and K, so edge tiles need no branches);
+//   - tile rows are XOR-swizzled 16-byte chunks, so ldmatrix.x4 reads are bank-conflict free;
+//   - mma.sync.m16n8k16 (row.col: x and W are both K-contiguous, exactly mma's A and B
+//     layouts, no transposes) accumulates in fp32 registers;
+//   - the epilogue (bias, GELU, residual) is applied to the registers and stored directly.
+// Two tile shapes: 128 × 128 (8 warps) when that already fills the GPU, else 64 × 64
+// (4 warps) so that small batches still occupy every SM.
+#include <string>
+
+#include "linear_epilogue.cuh"
+#include "linear_internal.h"
+#include "mma_ptx.cuh"
+#include "smem_limit.cuh"
+#include "tile_index.h"
+
+namespace evit::cuda {
+
+namespace {
+
+constexpr int kStages = 3;
+
+// Rows [r0, r0 + ROWS) × k-slice kt of a K-contiguous matrix with `limit` rows into a swizzled tile.
+template <int ROWS, int THREADS, class T>
+__device__ __forceinline__ void loadTile(T* tile, const T* __restrict__ g, int r0, int limit, int K, int kt) {
+  static_assert(ROWS * kMmaChunks % THREADS == 0, "every thread copies the same number of chunks");
+#pragma unroll
+  for (int i = 0; i < ROWS * kMmaChunks / THREADS; ++i) {
+    int row, chunk;
+    mmaLoadCoord(threadIdx.x, i, THREADS, row, chunk);
+    const int gr = r0 + row, gk = kt * kMmaBK + chunk * 8;
+    const bool inside = gr < limit && gk < K;  // K % 8 == 0: a chunk is wholly inside or outside
+    cpAsync16(tile + mmaSmemOffset(row, chunk), inside ? g + (long)gr * K + gk : g, inside ? 16 : 0);
+  }
+}
+
+template <class T, int BM, int BN, int WM, int WN>
+__global__ void __launch_bounds__(32 * WM * WN) linearMmaKernel(const T* __restrict__ x, const T* __restrict__ W,
+                                                                const float* __restrict__ b, void* out, int M,
+                                                                int N, int K, Epilogue ep, bool pairedStores) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int THREADS = 32 * WM * WN, MI = BM / WM / 16, NI = BN / WN / 8;
+  static_assert(MI >= 1 && NI % 2 == 0, "a warp tile is whole m16 fragments and pairs of n8 fragments");
+  constexpr MmaShape shape{BM, BN, WM, WN};
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* xs = reinterpret_cast<T*>(smem);  // [kStages][BM][kMmaBK]
+  T* ws = xs + kStages * BM * kMmaBK;   // [kStages][BN][kMmaBK]
+  const int bm = blockIdx.x, bn = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int kTiles = (K + kMmaBK - 1) / kMmaBK;
+
+  float acc[MI][NI][4] = {};
+  // Prologue: kStages - 1 slices in flight. Every iteration commits one group (maybe
+  // empty) so that "wait until at most kStages - 2 are pending" always means "slice kt landed".
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < kTiles) {
+      loadTile<BM, THREADS>(xs + st * BM * kMmaBK, x, bm * BM, M, K, st);
+      loadTile<BN, THREADS>(ws + st * BN * kMmaBK, W, bn * BN, N, K, st);
+    }
+    cpAsyncCommit();
+  }
+  for (int kt = 0; kt < kTiles; ++kt) {
+    cpAsyncWait<kStages - 2>();
+    __syncthreads();  // slice kt visible to all warps; every warp is done with slice kt - 1
+    const int next = kt + kStages - 1;  // goes into the buffer slice kt - 1 used
+    if (next < kTiles) {
+      loadTile<BM, THREADS>(xs + (next % kStages) * BM * kMmaBK, x, bm * BM, M, K, next);
+      loadTile<BN, THREADS>(ws + (next % kStages) * BN * kMmaBK, W, bn * BN, N, K, next);
+    }
+    cpAsyncCommit();
+    const T* xt = xs + (kt % kStages) * BM * kMmaBK;
+    const T* wt = ws + (kt % kStages) * BN * kMmaBK;
+#pragma unroll
+    for (int kk = 0; kk < kMmaBK / 16; ++kk) {
+      uint32_t a[MI][4], bf[NI][2];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        int row, chunk;
+        mmaLdmatrixA(shape, warp, mi, kk, lane, row, chunk);
+        ldmatrixX4(a[mi], xt + mmaSmemOffset(row, chunk));
+      }
+#pragma unroll
+      for (int nj = 0; nj < NI / 2; ++nj) {
+        int row, chunk;
+        mmaLdmatrixB(shape, warp, nj, kk, lane, row, chunk);
+        uint32_t r[4];
+        ldmatrixX4(r, wt + mmaSmemOffset(row, chunk));
+        bf[2 * nj][0] = r[0];
+        bf[2 * nj][1] = r[1];
+        bf[2 * nj + 1][0] = r[2];
+        bf[2 * nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) mma16816<T>(acc[mi][ni], a[mi], bf[ni][0], bf[ni][1]);
+    }
+  }
+  cpAsyncWait<0>();  // only empty groups remain; leave none behind at exit
+
+  // Registers (r, r + 1) are columns col, col + 1 of one row: one paired store when both exist.
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+      for (int r = 0; r < 4; r += 2) {
+        int row, col;
+        mmaOutCoord(shape, bm, bn, warp, mi, ni, lane, r, row, col);
+        if (row >= M || col >= N) continue;
+        const long i = (long)row * N + col;
+        if (pairedStores && col + 1 < N) {
+          storeEpiloguePair<T>(out, i, acc[mi][ni][r] + b[col], acc[mi][ni][r + 1] + b[col + 1], ep);
+        } else {
+          storeEpilogue<T>(out, i, acc[mi][ni][r] + b[col], ep);
+          if (col + 1 < N) storeEpilogue<T>(out, i + 1, acc[mi][ni][r + 1] + b[col + 1], ep);
+        }
+      }
+#endif
+}
+
+template <class T, int BM, int BN, int WM, int WN>
+void launch(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+  const size_t bytes = (size_t)kStages * (BM + BN) * kMmaBK * sizeof(T);
+  reserveSharedMemory(linearMmaKernel<T, BM, BN, WM, WN>, bytes, "linear (tensor cores)");
+  const dim3 grid(ceilDiv(M, BM), ceilDiv(N, BN));
+  // Pairs (col even) stay aligned when every row starts aligned: N even, out 8-byte aligned.
+  const bool paired = N % 2 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  linearMmaKernel<T, BM, BN, WM, WN><<<grid, 32 * WM * WN, bytes, s>>>(x, W, b, out, M, N, K, ep, paired);
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+template <class T>
+void linearMma(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+  if (!linearMmaFits(x, W, K))
+    throw CudaError("linear (tensor cores): needs K % 8 == 0 and 16-byte aligned x and W (K=" + std::to_string(K) +
+                    ")");
+  if (N > 65535 * 64) throw CudaError("linear (tensor cores): N=" + std::to_string(N) + " is too large");
+  int device = 0, sms = 0;
+  EVIT_CUDA_CHECK(cudaGetDevice(&device));
+  EVIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const long bigTiles = (long)ceilDiv(M, 128) * ceilDiv(N, 128);
+  if (bigTiles >= sms && N <= 65535 * 128)
+    launch<T, 128, 128, 2, 4>(x, W, b, out, M, N, K, ep, s);
+  else
+    launch<T, 64, 64, 2, 2>(x, W, b, out, M, N, K, ep, s);
+}
+
+template void linearMma<__half>(const __half*, const __half*, const float*, void*, int, int, int, Epilogue,
+                                cudaStream_t);
+template void linearMma<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const float*, void*, int, int,
+                                       int, Epilogue, cudaStream_t);
+
+}  // namespace evit::cuda

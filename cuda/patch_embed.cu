@@ -1,0 +1,64 @@
+// The data movement around the patch-embedding GEMM: im2col before it (patchify), class
+// token and position embedding after it (assembleTokens). One thread per output element,
+// consecutive threads on consecutive outputs, so writes are coalesced and reads run along
+// image rows.
+#include "element_type.cuh"
+#include "kernels.h"
+
+namespace evit::cuda {
+
+namespace {
+
+// cols[r, k]: r = b·P + patch, k = (c·p + ky)·p + kx, the conv weight's (c, ky, kx) order.
+template <class T>
+__global__ void patchifyKernel(const float* __restrict__ img, T* __restrict__ cols, int inChans, int gh, int gw,
+                               int p, long total) {
+  const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int K = inChans * p * p, P = gh * gw;
+  const long r = i / K;
+  const int k = (int)(i % K);
+  const int b = (int)(r / P), patch = (int)(r % P);
+  const int gy = patch / gw, gx = patch % gw;
+  const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
+  const long H = (long)gh * p, W = (long)gw * p;
+  cols[i] = fromFloat<T>(img[(((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx]);
+}
+
+// x[b, t, c] = (t == 0 ? cls[c] : patches[b·P + t - 1, c]) + pos[t, c].
+__global__ void assembleTokensKernel(const float* __restrict__ patches, const float* __restrict__ cls,
+                                     const float* __restrict__ pos, float* __restrict__ x, int P, int C,
+                                     long total) {
+  const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int c = (int)(i % C);
+  const long bt = i / C;
+  const int t = (int)(bt % (P + 1));
+  const long b = bt / (P + 1);
+  const float v = t == 0 ? cls[c] : patches[(b * P + t - 1) * C + c];
+  x[i] = v + pos[(long)t * C + c];
+}
+
+}  // namespace
+
+template <class T>
+void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
+  const long total = (long)B * gh * gw * inChans * p * p;
+  if (total == 0) return;
+  patchifyKernel<T><<<ceilDiv(total, 256), 256, 0, s>>>(img, cols, inChans, gh, gw, p, total);
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+void assembleTokens(const float* patches, const float* cls, const float* pos, float* x, int B, int P, int C,
+                    cudaStream_t s) {
+  const long total = (long)B * (P + 1) * C;
+  if (total == 0) return;
+  assembleTokensKernel<<<ceilDiv(total, 256), 256, 0, s>>>(patches, cls, pos, x, P, C, total);
+  EVIT_CUDA_CHECK_LAUNCH();
+}
+
+template void patchify<float>(const float*, float*, int, int, int, int, int, cudaStream_t);
+template void patchify<__half>(const float*, __half*, int, int, int, int, int, cudaStream_t);
+template void patchify<__nv_bfloat16>(const float*, __nv_bfloat16*, int, int, int, int, int, cudaStream_t);
+
+}  // namespace evit::cuda
