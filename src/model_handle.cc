@@ -1,7 +1,11 @@
 #include "model_handle.h"
 
+#include <initializer_list>
+#include <string>
+
 #include "cpu/cpu_model.h"
 #include "cpu/thread_pool.h"
+#include "cuda_backend.h"
 #include "forward_worker.h"
 #include "host_weights.h"
 #include "napi_args.h"
@@ -14,6 +18,7 @@ Napi::Function ModelHandle::Define(Napi::Env env) {
                          InstanceMethod<&ModelHandle::Forward>("forward"),
                          InstanceMethod<&ModelHandle::Dispose>("dispose"),
                          InstanceAccessor<&ModelHandle::Backend>("backend"),
+                         InstanceAccessor<&ModelHandle::PrecisionName>("precision"),
                          InstanceAccessor<&ModelHandle::Disposed>("disposed"),
                          InstanceAccessor<&ModelHandle::WeightBytes>("weightBytes"),
                      });
@@ -49,6 +54,46 @@ ModelConfig configArg(const Napi::Value& v) {
   return c;
 }
 
+// The constructor's third argument: which backend, and how it is set up.
+struct BackendOptions {
+  bool cuda = false;
+  CudaOptions cudaOptions;
+  bool precisionGiven = false;
+};
+
+std::string stringArg(const Napi::Value& v, const std::string& what, std::initializer_list<const char*> allowed) {
+  std::string list;
+  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    for (const char* a : allowed)
+      if (s == a) return s;
+  }
+  throw Napi::TypeError::New(v.Env(), what + " must be one of " + list + ", got " + v.ToString().Utf8Value());
+}
+
+BackendOptions backendArg(const Napi::Value& v) {
+  BackendOptions b;
+  if (v.IsUndefined() || v.IsNull()) return b;
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "options must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  auto given = [&](const char* key) { return o.Has(key) && !o.Get(key).IsUndefined(); };
+  if (given("threads")) cpu::configureThreads(intArg(o.Get("threads"), "options.threads", 1, 1024));
+  if (given("device")) b.cuda = stringArg(o.Get("device"), "options.device", {"cpu", "cuda"}) == "cuda";
+  if (given("precision")) {
+    const std::string p = stringArg(o.Get("precision"), "options.precision", {"f32", "f16", "bf16"});
+    b.cudaOptions.precision = p == "f32" ? Precision::F32 : p == "f16" ? Precision::F16 : Precision::BF16;
+    b.precisionGiven = true;
+  }
+  if (given("maxBatch")) b.cudaOptions.maxBatch = intArg(o.Get("maxBatch"), "options.maxBatch", 1, 4096);
+  if (given("streams")) b.cudaOptions.streams = intArg(o.Get("streams"), "options.streams", 1, 16);
+  // The CPU backend computes in fp32 only: a 16-bit request there would be silently ignored.
+  if (!b.cuda && b.precisionGiven && b.cudaOptions.precision != Precision::F32)
+    throw Napi::RangeError::New(v.Env(), std::string("options.precision '") + precisionName(b.cudaOptions.precision) +
+                                             "' needs device 'cuda'; the CPU backend computes in f32");
+  return b;
+}
+
 }  // namespace
 
 ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
@@ -57,11 +102,7 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
   const ModelConfig cfg = configArg(info[0]);
   if (!info[1].IsObject()) throw Napi::TypeError::New(env, "tensors must be an object of Float32Arrays");
   Napi::Object tensors = info[1].As<Napi::Object>();
-  if (info.Length() > 2 && info[2].IsObject()) {
-    Napi::Object opts = info[2].As<Napi::Object>();
-    if (opts.Has("threads") && !opts.Get("threads").IsUndefined())
-      cpu::configureThreads(intArg(opts.Get("threads"), "options.threads", 1, 1024));
-  }
+  const BackendOptions backend = backendArg(info.Length() > 2 ? info[2] : env.Undefined());
   std::shared_ptr<HostWeights> weights;
   try {
     weights = std::make_shared<HostWeights>(cfg, [&](const std::string& name) -> HostTensor {
@@ -77,7 +118,22 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
     throw Napi::Error::New(env, "out of memory copying the weights");
   }
   weightBytes_ = weights->bytes();
-  model_ = std::make_shared<cpu::CpuModel>(cfg, std::move(weights));
+  if (!backend.cuda) {
+    model_ = std::make_shared<cpu::CpuModel>(cfg, std::move(weights));
+    return;
+  }
+  try {
+    // The device keeps its own copy: the host weights are freed when this scope ends.
+    model_ = makeCudaModel(cfg, *weights, backend.cudaOptions);
+  } catch (const ArgumentError& e) {
+    throw Napi::RangeError::New(env, e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, "out of host memory preparing the model for CUDA");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("CUDA backend: ") + e.what());
+  }
+  backend_ = "cuda";
+  precision_ = precisionName(backend.cudaOptions.precision);
 }
 
 Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
@@ -109,7 +165,11 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
 
 void ModelHandle::Dispose(const Napi::CallbackInfo&) { model_.reset(); }
 
-Napi::Value ModelHandle::Backend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "cpu"); }
+Napi::Value ModelHandle::Backend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), backend_); }
+
+Napi::Value ModelHandle::PrecisionName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), precision_);
+}
 
 Napi::Value ModelHandle::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !model_); }
 

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
 #include "backend.h"
 
@@ -18,6 +19,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
   Napi::Value Backend(const Napi::CallbackInfo& info);
+  Napi::Value PrecisionName(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value WeightBytes(const Napi::CallbackInfo& info);
 
@@ -25,6 +27,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   // worker to finish frees the weights.
   std::shared_ptr<PreparedModel> model_;
   size_t weightBytes_ = 0;
+  std::string backend_ = "cpu";   // the backend that really runs: 'cpu' or 'cuda'
+  std::string precision_ = "f32";
 };
 
 }  // namespace evit

@@ -11,9 +11,9 @@ const root = path.join(__dirname, '..');
 
 function cmakeSources() {
   const text = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
-  const block = /set\(EVIT_SOURCES([\s\S]*?)\)/.exec(text)[1];
-  const cpuOnly = block.split(/\s+/).filter((s) => s.endsWith('.cc'));
-  return [...cpuOnly, 'src/cuda_probe_stub.cc'].sort();
+  const list = (name) => new RegExp(`set\\(${name}([\\s\\S]*?)\\)`).exec(text)[1].split(/\s+/).filter((s) => s.endsWith('.cc'));
+  // Every build's sources plus the stubs a build without nvcc uses in place of cuda/.
+  return [...list('EVIT_SOURCES'), ...list('EVIT_NO_CUDA_SOURCES')].sort();
 }
 
 test('binding.gyp lists the C++ sources CMakeLists.txt builds for the CPU', (t) => {
@@ -25,7 +25,8 @@ test('binding.gyp lists the C++ sources CMakeLists.txt builds for the CPU', (t) 
 test('node-gyp builds a CPU-only addon that matches the reference', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evit-gyp-'));
   try {
-    fs.cpSync(path.join(root, 'src'), path.join(dir, 'src'), { recursive: true });
+    // cuda/ too: src/cuda_host_checks.cc tests the kernels' host-side helpers from their headers.
+    for (const d of ['src', 'cuda']) fs.cpSync(path.join(root, d), path.join(dir, d), { recursive: true });
     for (const f of ['binding.gyp', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(dir, f));
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
     const gyp = require.resolve('node-gyp/bin/node-gyp.js');

@@ -1,0 +1,300 @@
+#include "cuda_model.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "../src/cuda_probe.h"
+#include "kernels.h"
+
+namespace evit::cuda {
+
+namespace {
+
+// Largest head dimension cuda/attention.cu handles.
+constexpr int kMaxHeadDim = 128;
+
+// Capture failures after which a model stops trying graphs and always launches eagerly.
+constexpr int kMaxCaptureFailures = 3;
+
+// EVIT_CUDA_GRAPHS=0 launches every pass kernel by kernel (for debugging and sanitizers).
+bool graphsEnabled() {
+  const char* v = std::getenv("EVIT_CUDA_GRAPHS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// Creates a stream for the weight upload and destroys it however the constructor ends.
+struct UploadStream {
+  cudaStream_t s = nullptr;
+  UploadStream() { EVIT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+  ~UploadStream() {
+    if (s) cudaStreamDestroy(s);
+  }
+};
+
+size_t slotOf(int block, ProfileSlot s) { return 2 + (size_t)block * kSlotsPerBlock + s; }
+
+}  // namespace
+
+CudaModel::CudaModel(const ModelConfig& cfg, const HostWeights& weights, const CudaOptions& options)
+    : cfg_(cfg), options_(options), graphs_(graphsEnabled()) {
+  validateConfig(cfg_);
+  if (options_.maxBatch < 1 || options_.streams < 1) throw ArgumentError("maxBatch and streams must be at least 1");
+  // The attention kernels keep a head's row in registers (cuda/attention.cu): fail at load, not at the first batch.
+  if (cfg_.headDim() > kMaxHeadDim)
+    throw ArgumentError("the CUDA attention kernels support head dimensions up to " + std::to_string(kMaxHeadDim) +
+                        "; this model has " + std::to_string(cfg_.headDim()) + " (embedDim / numHeads)");
+  EVIT_CUDA_CHECK(cudaSetDevice(device_));
+  {
+    UploadStream upload;
+    weights_ = std::make_unique<DeviceWeights>(cfg_, weights.views(), options_.precision, upload.s);
+  }
+  for (int i = 0; i < options_.streams; ++i) {
+    contexts_.push_back(std::make_unique<ExecutionContext>(cfg_, options_, i));
+    free_.push_back(contexts_.back().get());
+  }
+}
+
+CudaModel::~CudaModel() {
+  // Every forward holds a reference to the model, so no pass is running; drain anyway.
+  cudaSetDevice(device_);
+  for (auto& ctx : contexts_) cudaStreamSynchronize(ctx->stream);
+  contexts_.clear();
+  weights_.reset();
+}
+
+ExecutionContext& CudaModel::acquire() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  contextFreed_.wait(lock, [&] { return !free_.empty(); });
+  ExecutionContext* ctx = free_.back();
+  free_.pop_back();
+  return *ctx;
+}
+
+void CudaModel::release(ExecutionContext& ctx) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(&ctx);
+  }
+  contextFreed_.notify_one();
+}
+
+void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
+  const ModelConfig& c = cfg_;
+  if (!req.images) throw ArgumentError("images pointer is null");
+  if (req.batch < 1) throw ArgumentError("batch must be at least 1");
+  const std::vector<int> n = validatePlan(c, req.plan);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!dead_.empty()) throw CudaError(dead_);
+  }
+  // The current device is per host thread, and forward runs on whichever worker thread is free.
+  EVIT_CUDA_CHECK(cudaSetDevice(device_));
+
+  const int B = req.batch;
+  out.logits.assign((size_t)B * c.numClasses, 0.0f);
+  out.kept.clear();
+  for (int i = 0; i < c.depth; ++i) {
+    const BlockPlan& p = req.plan[i];
+    if (p.keep < 0) continue;
+    const int perImage = p.keep + (p.fuse ? 1 : 0);
+    out.kept.push_back({i, perImage, std::vector<int32_t>((size_t)B * perImage)});
+  }
+  out.profile.assign(req.profile ? 2 + (size_t)c.depth * kSlotsPerBlock : 0, 0.0);
+
+  ExecutionContext& ctx = acquire();
+  struct Lease {
+    CudaModel& m;
+    ExecutionContext& ctx;
+    ~Lease() { m.release(ctx); }
+  } lease{*this, ctx};
+  try {
+    for (int first = 0; first < B; first += options_.maxBatch)
+      runChunk(ctx, req, n, first, std::min(options_.maxBatch, B - first), out);
+  } catch (const std::exception& e) {
+    recover(ctx, e.what());
+    throw;
+  }
+}
+
+void CudaModel::runChunk(ExecutionContext& ctx, const ForwardRequest& req, const std::vector<int>& n, int first,
+                         int count, ForwardResult& out) {
+  const ModelConfig& c = cfg_;
+  const cudaStream_t s = ctx.stream;
+  const size_t imageFloats = (size_t)c.inChans * c.imgH() * c.imgW();
+  // The caller's images are pageable memory: the runtime stages them, and the copy is done
+  // with them when this call returns, so nothing here outlives the request.
+  EVIT_CUDA_CHECK(cudaMemcpyAsync(ctx.images, req.images + (size_t)first * imageFloats,
+                                  (size_t)count * imageFloats * sizeof(float), cudaMemcpyHostToDevice, s));
+  std::optional<OpTimer> timer;
+  if (req.profile) {
+    timer.emplace(ctx.events, s);
+    enqueue(ctx, count, req.plan, n, &*timer);  // eager: events between the ops
+  } else {
+    launch(ctx, count, req.plan, n);
+  }
+  size_t originInts = 0;
+  for (const KeptTokens& k : out.kept) originInts += (size_t)count * k.perImage;
+  EVIT_CUDA_CHECK(cudaMemcpyAsync(ctx.logitsHost, ctx.logits, (size_t)count * c.numClasses * sizeof(float),
+                                  cudaMemcpyDeviceToHost, s));
+  if (originInts)
+    EVIT_CUDA_CHECK(
+        cudaMemcpyAsync(ctx.originsHost, ctx.origins, originInts * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  EVIT_CUDA_CHECK(cudaStreamSynchronize(s));
+
+  std::copy_n(ctx.logitsHost, (size_t)count * c.numClasses, out.logits.begin() + (size_t)first * c.numClasses);
+  const int32_t* from = ctx.originsHost;
+  for (KeptTokens& k : out.kept) {
+    const size_t len = (size_t)count * k.perImage;
+    std::copy_n(from, len, k.origins.begin() + (size_t)first * k.perImage);
+    from += len;
+  }
+  if (timer) timer->addTo(out.profile);
+}
+
+void CudaModel::launch(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
+                       const std::vector<int>& n) {
+  if (!graphs_.load()) return enqueue(ctx, batch, plan, n, nullptr);
+  std::vector<int> key{batch};
+  for (const BlockPlan& p : plan) key.push_back(p.keep < 0 ? -1 : 2 * p.keep + (p.fuse ? 1 : 0));
+  GraphCache::Entry& entry = ctx.graphs.use(key);
+  if (!entry.exec) {
+    // A shape's first pass runs eagerly: it loads the kernels' modules outside any capture,
+    // and shapes used only once never pay for a capture.
+    if (entry.uses < 2) return enqueue(ctx, batch, plan, n, nullptr);
+    entry.exec = capture(ctx, batch, plan, n);
+    if (!entry.exec) return enqueue(ctx, batch, plan, n, nullptr);
+  }
+  EVIT_CUDA_CHECK(cudaGraphLaunch(entry.exec, ctx.stream));
+}
+
+cudaGraphExec_t CudaModel::capture(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
+                                   const std::vector<int>& n) {
+  // Thread-local mode: passes captured or running on other threads are not disturbed.
+  EVIT_CUDA_CHECK(cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal));
+  bool queued = true;
+  try {
+    enqueue(ctx, batch, plan, n, nullptr);
+  } catch (...) {
+    queued = false;  // a real launch error shows again when the pass runs eagerly
+  }
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(ctx.stream, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (queued && e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  if (!queued || e != cudaSuccess || !exec) {
+    (void)cudaGetLastError();  // capture errors are not sticky; clear them for the eager pass
+    if (++captureFailures_ >= kMaxCaptureFailures) graphs_ = false;
+    return nullptr;
+  }
+  return exec;
+}
+
+void CudaModel::recover(ExecutionContext& ctx, const std::string& what) {
+  // Kernels queued before the failure may still run: the context's buffers are reused only after them.
+  cudaStreamSynchronize(ctx.stream);
+  (void)cudaGetLastError();
+  const cudaError_t state = cudaStreamSynchronize(ctx.stream);
+  if (state == cudaSuccess) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (dead_.empty())
+    dead_ = std::string("the CUDA device is unusable after an earlier error (") + cudaGetErrorName(state) +
+            ": " + what + "); restart the process to use it again";
+}
+
+void CudaModel::enqueue(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
+                        const std::vector<int>& n, OpTimer* timer) {
+  switch (options_.precision) {
+    case Precision::F32:
+      return enqueueAs<float>(ctx, batch, plan, n, timer);
+    case Precision::F16:
+      return enqueueAs<__half>(ctx, batch, plan, n, timer);
+    case Precision::BF16:
+      return enqueueAs<__nv_bfloat16>(ctx, batch, plan, n, timer);
+  }
+}
+
+template <class T>
+void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockPlan>& plan,
+                          const std::vector<int>& n, OpTimer* timer) {
+  const ModelConfig& c = cfg_;
+  const DeviceWeights& w = *weights_;
+  const cudaStream_t s = ctx.stream;
+  const int C = c.embedDim, P = c.numPatches(), Hd = c.mlpHidden, heads = c.numHeads, d = c.headDim();
+  const int patchK = c.inChans * c.patchSize * c.patchSize;
+  auto lap = [&](size_t slot) {
+    if (timer) timer->lap(slot);
+  };
+  auto W = [](const void* p) { return static_cast<const T*>(p); };
+  T* cols = static_cast<T*>(ctx.cols);
+  T* normed = static_cast<T*>(ctx.normed);
+  T* qkv = static_cast<T*>(ctx.qkv);
+  T* attn = static_cast<T*>(ctx.attn);
+  T* hidden = static_cast<T*>(ctx.hidden);
+  T* headIn = static_cast<T*>(ctx.headIn);
+
+  // Patch embedding: the conv as a GEMM over patchified columns, into the second stream
+  // buffer, then class token and position embedding assemble the first.
+  patchify<T>(ctx.images, cols, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
+  linear<T>(cols, W(w.patchW), w.patchB, ctx.stream1, B * P, C, patchK, Epilogue::BiasFloat, s);
+  assembleTokens(ctx.stream1, w.clsToken, w.posEmbed, ctx.stream0, B, P, C, s);
+  lap(0);
+
+  float* x = ctx.stream0;
+  float* spare = ctx.stream1;
+  const int32_t* originsIn = ctx.identity;
+  int32_t* originsOut = ctx.origins;
+  for (int i = 0; i < c.depth; ++i) {
+    const DeviceBlockWeights& bw = w.blocks[i];
+    const BlockPlan& p = plan[i];
+    const int N = n[i];
+    int rows = B * N;
+    const bool drop = p.keep >= 0;
+    layerNorm<T>(x, C, bw.norm1W, bw.norm1B, normed, rows, C, c.eps, s);
+    lap(slotOf(i, kLn1));
+    linear<T>(normed, W(bw.qkvW), bw.qkvB, qkv, rows, 3 * C, C, Epilogue::Bias, s);
+    lap(slotOf(i, kQkv));
+    attention<T>(qkv, attn, drop ? ctx.clsProbs : nullptr, B, N, heads, d, s);
+    lap(slotOf(i, kAttention));
+    linear<T>(attn, W(bw.projW), bw.projB, x, rows, C, C, Epilogue::BiasResidual, s);
+    lap(slotOf(i, kProj));
+    if (drop) {
+      const int perImage = p.keep + (p.fuse ? 1 : 0);
+      topkGatherFuse(x, ctx.clsProbs, spare, originsIn, originsOut, B, N, heads, C, p.keep, p.fuse, -1 - i, s);
+      std::swap(x, spare);
+      originsIn = originsOut;
+      originsOut += (size_t)B * perImage;
+      rows = B * n[i + 1];
+      lap(slotOf(i, kReorganise));
+    }
+    layerNorm<T>(x, C, bw.norm2W, bw.norm2B, normed, rows, C, c.eps, s);
+    lap(slotOf(i, kLn2));
+    linear<T>(normed, W(bw.fc1W), bw.fc1B, hidden, rows, Hd, C, Epilogue::BiasGelu, s);
+    lap(slotOf(i, kFc1));
+    linear<T>(hidden, W(bw.fc2W), bw.fc2B, x, rows, C, Hd, Epilogue::BiasResidual, s);
+    lap(slotOf(i, kFc2));
+  }
+
+  // Head: LayerNorm of each image's class token (row stride N * C), then the classifier.
+  const long finalStride = (long)n[c.depth] * C;
+  layerNorm<T>(x, finalStride, w.normW, w.normB, headIn, B, C, c.eps, s);
+  linear<T>(headIn, W(w.headW), w.headB, ctx.logits, B, c.numClasses, C, Epilogue::BiasFloat, s);
+  lap(1);
+}
+
+}  // namespace evit::cuda
+
+namespace evit {
+
+std::shared_ptr<PreparedModel> makeCudaModel(const ModelConfig& cfg, const HostWeights& weights,
+                                             const CudaOptions& options) {
+  const CudaReport r = probeCuda();
+  if (!r.available) throw std::runtime_error("the CUDA backend cannot run here: " + r.reason);
+  return std::make_shared<cuda::CudaModel>(cfg, weights, options);
+}
+
+}  // namespace evit
