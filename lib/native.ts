@@ -44,6 +44,8 @@ export interface NativeModel {
   ): Promise<NativeForwardResult>;
   dispose(): void;
   readonly backend: 'cpu' | 'cuda';
+  /** Compute type of the GEMMs and attention: always 'f32' on the CPU. */
+  readonly precision: Precision;
   readonly disposed: boolean;
   readonly weightBytes: number;
 }
@@ -65,6 +67,8 @@ export interface BackendInfo {
     runtimeVersion: number;
     devices: CudaDeviceInfo[];
   };
+  /** The addon file in use and where it came from (added by the loader, not the addon). */
+  addon: AddonInfo;
 }
 
 /** Single ops of the CPU backend, exported for tests and microbenchmarks. Synchronous. */
@@ -90,42 +94,225 @@ export interface NativeOps {
   measureFmaPeak(threads: number, seconds: number, width?: 'widest' | 'avx2' | 'avx512'): number;
 }
 
-export interface NativeBinding {
-  Model: new (config: NativeConfig, tensors: Record<string, Float32Array>, options?: { threads?: number }) => NativeModel;
-  backendInfo(): BackendInfo;
-  ops: NativeOps;
+/** Compute type of the GEMMs and attention on CUDA (accumulation, softmax and the residual stream stay fp32). */
+export type Precision = 'f32' | 'f16' | 'bf16';
+
+export interface NativeModelOptions {
+  /** CPU pool size (process-wide, fixed by the first model). */
+  threads?: number;
+  /** Backend that runs the model; default 'cpu'. Resolving 'auto' is the TypeScript layer's job. */
+  device?: 'cpu' | 'cuda';
+  /** CUDA only; the CPU backend accepts only 'f32'. Default 'bf16'. */
+  precision?: Precision;
+  /** CUDA: images per pass the activation arenas are sized for (larger batches run in chunks). Default 64. */
+  maxBatch?: number;
+  /** CUDA: execution contexts, i.e. batches that can be in flight at once. Default 2. */
+  streams?: number;
 }
 
-let cached: NativeBinding | undefined;
+/**
+ * Single CUDA kernels, for the GPU tests: fp32 in, `precision` on the device, fp32 out. Synchronous.
+ * Every call throws code EVIT_NO_CUDA in a build without CUDA, EVIT_NO_CUDA_DEVICE without a device.
+ */
+export interface NativeCudaOps {
+  layerNorm(
+    x: Float32Array, rows: number, C: number, w: Float32Array, b: Float32Array, eps: number, precision: Precision,
+  ): Float32Array;
+  /** 'residual' adds into `residual` and 'float' writes fp32; path forces the SIMT or tensor-core GEMM. */
+  linear(
+    x: Float32Array, M: number, K: number, W: Float32Array, b: Float32Array, N: number,
+    epilogue: 'bias' | 'gelu' | 'residual' | 'float', precision: Precision, residual?: Float32Array,
+    path?: 'auto' | 'simt' | 'mma',
+  ): Float32Array;
+  /** probs: [B, heads, N], softmax row 0 of every head; path forces the SIMT or tensor-core kernel. */
+  attention(
+    qkv: Float32Array, B: number, N: number, heads: number, headDim: number, withProbs: boolean, precision: Precision,
+    path?: 'auto' | 'simt' | 'mma',
+  ): { out: Float32Array; probs?: Float32Array };
+  topkGatherFuse(
+    x: Float32Array, probs: Float32Array, B: number, N: number, heads: number, C: number, k: number, fuse: boolean,
+    originsIn?: Int32Array, fusedOrigin?: number,
+  ): { out: Float32Array; origins: Int32Array };
+  patchify(
+    img: Float32Array, B: number, inChans: number, gh: number, gw: number, p: number, precision: Precision,
+  ): Float32Array;
+  assembleTokens(
+    patches: Float32Array, cls: Float32Array, pos: Float32Array, B: number, P: number, C: number,
+  ): Float32Array;
+  /** x rounded to `precision` on the device. */
+  convert(x: Float32Array, precision: Precision): Float32Array;
+}
 
-/** Candidate locations of the addon, most specific first. */
-export function bindingCandidates(root = path.resolve(__dirname, '..')): string[] {
-  const out: string[] = [];
-  if (process.env.EVIT_BINDING) out.push(path.resolve(process.env.EVIT_BINDING));
-  out.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'evit.node'));
-  out.push(path.join(root, 'build', 'Release', 'evit.node'));
-  return out;
+/** Coverage counts of a tiling: outputs written never (Missed), twice or more (Repeated), or out of range (Outside). */
+export type TilingCoverage<P extends string> = Record<`${P}Elements` | `${P}Missed` | `${P}Repeated` | `${P}Outside`, number>;
+
+/** The CUDA kernels' host-testable logic run on the CPU (every build, no device needed). */
+export interface NativeCudaHost {
+  /** topkGatherFuse's ranking: rank keys sorted by its bitonic network. */
+  topk(scores: Float32Array, B: number, M: number, k: number): Int32Array;
+  /** topkGatherFuse's head mean of probs [B, heads, N], class column dropped: [B, N-1]. */
+  headMean(probs: Float32Array, B: number, heads: number, N: number): Float32Array;
+  gelu(x: Float32Array): Float32Array;
+  mmaTiling(
+    M: number, N: number, K: number, shape: '128x128' | '64x64',
+  ): TilingCoverage<'out' | 'k'> & {
+    fragmentErrors: number; pairErrors: number; bankConflicts: number; loadMissed: number; loadRepeated: number;
+  };
+  simtTiling(M: number, N: number): TilingCoverage<'out' | 'load'>;
+  attentionTiling(N: number, headDim: number): TilingCoverage<'out' | 'score'>;
+  attentionMmaTiling(N: number, headDim: number): TilingCoverage<'out'> & {
+    fragmentErrors: number; bankConflicts: number; stagingErrors: number; scoreGaps: number; probGaps: number;
+  };
+}
+
+export interface NativeBinding {
+  Model: new (config: NativeConfig, tensors: Record<string, Float32Array>, options?: NativeModelOptions) => NativeModel;
+  backendInfo(): Omit<BackendInfo, 'addon'>;
+  ops: NativeOps;
+  cudaOps: NativeCudaOps;
+  cudaHost: NativeCudaHost;
+}
+
+/** Where a candidate addon comes from: an explicit EVIT_BINDING, a source build, or the prebuilt one. */
+export type AddonSource = 'EVIT_BINDING' | 'build' | 'prebuilt';
+
+export interface AddonCandidate {
+  file: string;
+  source: AddonSource;
+}
+
+/** The addon in use: backendInfo().addon. */
+export interface AddonInfo extends AddonCandidate {
+  /** The N-API version the addon was built for, and the one this Node provides. */
+  napi: number;
+  nodeNapi: number;
+}
+
+/** The N-API version the addon is built against (package.json binary.napi_versions, NAPI_VERSION in the builds). */
+export const ADDON_NAPI_VERSION = 8;
+
+const SOURCE_LABEL: Record<AddonSource, string> = {
+  EVIT_BINDING: 'EVIT_BINDING',
+  build: 'local build',
+  prebuilt: 'prebuilt binary',
+};
+
+let cached: { binding: NativeBinding; addon: AddonInfo } | undefined;
+
+export interface PlatformId {
+  /** prebuilds/ directory name: `${platform}-${arch}`. */
+  dir: string;
+  /** On Linux, the C library: a glibc binary cannot load on musl. */
+  libc: 'glibc' | 'musl' | null;
+  glibc: string | null;
+}
+
+let platform: PlatformId | undefined;
+
+export function platformId(): PlatformId {
+  if (platform) return platform;
+  const dir = `${process.platform}-${process.arch}`;
+  if (process.platform !== 'linux') return (platform = { dir, libc: null, glibc: null });
+  // Node reports the glibc it runs on; there is none on musl.
+  const report = process.report?.getReport?.() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  const glibc = report?.header?.glibcVersionRuntime ?? null;
+  return (platform = { dir, libc: glibc ? 'glibc' : 'musl', glibc });
+}
+
+/**
+ * Candidate addons, in the order they are tried. EVIT_BINDING, when set, is the only one: an explicit
+ * choice that fails must not be replaced silently by another binary. Otherwise a local source build comes
+ * before the prebuilt binary: it exists only when someone built from source on purpose (forced, or because
+ * the prebuilt one did not load), and in a working checkout it is the code being developed.
+ */
+export function bindingCandidates(root = path.resolve(__dirname, '..'), env = process.env): AddonCandidate[] {
+  if (env.EVIT_BINDING) return [{ file: path.resolve(env.EVIT_BINDING), source: 'EVIT_BINDING' }];
+  return [
+    { file: path.join(root, 'build', 'Release', 'evit.node'), source: 'build' },
+    { file: path.join(root, 'prebuilds', platformId().dir, 'evit.node'), source: 'prebuilt' },
+  ];
+}
+
+/** Why an addon failed to load, in words a user can act on; `message` is the loader's own. */
+export function explainLoadFailure(message: string): string {
+  const first = message.split('\n')[0]!.trim();
+  const hints: Array<[RegExp, string]> = [
+    [/GLIBC_[\d.]+'? not found/, 'this system\'s glibc is older than the one the binary was built for'],
+    [/GLIBCXX_[\d.]+'? not found|CXXABI_[\d.]+'? not found/, 'this system\'s libstdc++ is older than the one the binary was built for'],
+    [/file too short/, 'truncated, or not a compiled library at all'],
+    [/invalid ELF header|wrong ELF class|ELF file OS ABI invalid|not a valid Win32|incompatible architecture/i, 'built for another platform or architecture'],
+    [/undefined symbol: napi_/, `this Node lacks N-API functions the binary uses (it needs N-API ${ADDON_NAPI_VERSION})`],
+    [/Module did not self-register/, 'not a Node-API module, or built for another Node version'],
+    [/cannot open shared object file/, 'a shared library it needs is missing'],
+  ];
+  const hint = hints.find(([re]) => re.test(message));
+  return hint ? `${first} (${hint[1]})` : first;
+}
+
+function loadCandidate(c: AddonCandidate, exists: (f: string) => boolean): { binding?: NativeBinding; error?: string } {
+  if (!exists(c.file)) return { error: 'not found' };
+  // dlopen of a glibc binary on musl fails with an obscure relocation error: say it plainly instead.
+  if (c.source === 'prebuilt' && platformId().libc === 'musl') return { error: 'built for glibc; this system uses musl' };
+  let mod: Partial<NativeBinding>;
+  try {
+    mod = require(c.file) as Partial<NativeBinding>;
+  } catch (err) {
+    // dlopen() messages start with the file name, which the report already shows.
+    const message = (err as Error).message;
+    return { error: explainLoadFailure(message.startsWith(`${c.file}: `) ? message.slice(c.file.length + 2) : message) };
+  }
+  // A file that loads but is not this addon (or an older one) must not be taken for it.
+  const missing = (['Model', 'backendInfo', 'ops'] as const).filter((k) => mod[k] === undefined);
+  if (missing.length) return { error: `loaded, but it is not a compatible evit addon (missing ${missing.join(', ')})` };
+  return { binding: mod as NativeBinding };
+}
+
+/** The error when no candidate loads: what was tried, why each failed, and how to build from source. */
+export function loadFailureMessage(tried: ReadonlyArray<AddonCandidate & { error: string }>): string {
+  const p = platformId();
+  const where = `${p.dir}${p.libc ? ` (${p.libc}${p.glibc ? ` ${p.glibc}` : ''})` : ''}`;
+  const lines = [
+    `could not load the evit native addon for ${where}, Node ${process.version} (N-API ${process.versions.napi ?? '?'}).`,
+    'Tried:',
+    ...tried.map((t) => `  - ${SOURCE_LABEL[t.source]} ${t.file}: ${t.error}`),
+    'Possible solutions:',
+  ];
+  if (tried.some((t) => t.source === 'EVIT_BINDING'))
+    lines.push('  - EVIT_BINDING is set, so only that file was tried: unset it to use the addon that came with evit.');
+  if (p.dir !== 'linux-x64' || p.libc !== 'glibc')
+    lines.push(`  - Prebuilt binaries ship for linux-x64 with glibc only; on ${where} evit must be built from source.`);
+  lines.push(
+    '  - Build from source in your project: `npm_config_build_from_source=true npm rebuild evit`',
+    '    (needs a C++17 compiler, make, python3 and OpenBLAS; on Debian/Ubuntu:',
+    '    `apt-get install build-essential python3 libopenblas-dev`).',
+    '  - In a clone of the evit repository: `npm run build`.',
+  );
+  return lines.join('\n');
 }
 
 /** Loads the addon once; the error lists every place tried and why each failed. */
 export function loadBinding(): NativeBinding {
+  return loadAddon().binding;
+}
+
+/** Which addon file is in use, and why it was chosen. Loads it when needed. */
+export function addonInfo(): AddonInfo {
+  return loadAddon().addon;
+}
+
+function loadAddon(): { binding: NativeBinding; addon: AddonInfo } {
   if (cached) return cached;
-  const tried: string[] = [];
-  for (const file of bindingCandidates()) {
-    if (!fs.existsSync(file)) {
-      tried.push(`${file}: not found`);
-      continue;
-    }
-    try {
-      cached = require(file) as NativeBinding;
+  const tried: Array<AddonCandidate & { error: string }> = [];
+  const nodeNapi = Number(process.versions.napi ?? 0);
+  for (const c of bindingCandidates()) {
+    const r = nodeNapi < ADDON_NAPI_VERSION
+      ? { error: `this Node provides N-API ${nodeNapi}; the addon needs ${ADDON_NAPI_VERSION} (Node 20 or newer)` }
+      : loadCandidate(c, fs.existsSync);
+    if (r.binding) {
+      cached = { binding: r.binding, addon: { ...c, napi: ADDON_NAPI_VERSION, nodeNapi } };
       return cached;
-    } catch (err) {
-      tried.push(`${file}: ${(err as Error).message.split('\n')[0]}`);
     }
+    tried.push({ ...c, error: r.error! });
   }
-  throw new NativeError(
-    `could not load the evit native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
-      `Tried:\n  ${tried.join('\n  ')}\n` +
-      'Build it from source with `npm run build` (needs a C++ compiler, cmake and libopenblas-dev).',
-  );
+  throw new NativeError(loadFailureMessage(tried));
 }

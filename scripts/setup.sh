@@ -23,3 +23,7 @@ if [ ! -e node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund
 fi
 npm run build
+# The binary the package ships, for test/pack.test.js to install. One GPU generation is enough to test that
+# the CUDA backend is compiled in and stays off without a driver; `npm pack` refuses this narrowed build,
+# a release runs `npm run prebuilds` alone. Incremental after the first run.
+EVIT_CUDA_ARCHITECTURES="${EVIT_CUDA_ARCHITECTURES:-80-real}" npm run prebuilds
