@@ -8,6 +8,11 @@ import { EvitError, OptionsError } from './errors';
 import { UsageError, version } from './commands/args';
 import * as classify from './commands/classify';
 import * as info from './commands/info';
+import * as inspect from './commands/inspect';
+import * as convert from './commands/convert';
+import * as visualize from './commands/visualize';
+import * as bench from './commands/bench';
+import * as serve from './commands/serve';
 
 interface Command {
   usage: string;
@@ -18,6 +23,11 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   classify,
   info,
+  inspect,
+  convert,
+  visualize,
+  bench,
+  serve,
 };
 
 function usage(): string {

@@ -6,18 +6,34 @@ export type { LoadOptions, Tensor4D, ForwardOptions, ForwardProfile, ForwardOutp
 export { keepSchedule, DEFAULT_DROP_LOC, DEFAULT_KEEP_RATE } from './schedule';
 export type { Schedule, ScheduleOptions } from './schedule';
 export { EvitError, WeightsError, OptionsError, InputError, DisposedError, NativeError } from './errors';
+export { OverloadedError, ClosedError, AbortedError } from './errors';
+export { DeviceError } from './errors';
+export type { DeviceOption } from './device';
+export type { Precision } from './native';
+export { Batcher } from './batcher';
+export type { BatcherOptions, BatchRequestOptions, BatchClassifyOptions, BatchServing, BatchedForward, BatchedClassify, BatchEvent } from './batcher';
+export { AdaptiveKeepPolicy } from './adaptiveKeep';
+export type { AdaptiveKeepOptions, KeepRateChange } from './adaptiveKeep';
+export { evitPlugin, createServer } from './serve/lazy';
+export type { EvitPluginOptions, ServeOptions } from './serve/server';
 export { NAMED_ARCHS } from './weights/architecture';
 export type { Architecture } from './weights/architecture';
 export { readSafetensors, parseSafetensors, serializeSafetensors } from './weights/safetensors';
+export { readCheckpoint, parseCheckpoint } from './weights/checkpoint';
+export type { Checkpoint, CheckpointFormat } from './weights/checkpoint';
+export { detectVariant } from './weights/deit3';
+export type { Variant, VariantInfo } from './weights/deit3';
 export { readNpy, parseNpy, serializeNpy } from './npy';
 export { preprocessImage, preprocessBatch, resolvePreprocess } from './preprocess';
 export type { PreprocessOptions } from './preprocess';
 export { resizePosEmbed } from './weights/posEmbed';
+export { patchMasks, renderMasks, visualize, modelGrid, PATCH_KEPT, PATCH_FUSED, PATCH_DROPPED } from './visualize';
+export type { PatchMasks, BlockMask, PatchCounts, RenderOptions, Rendering, VisualizeOptions, Visualization, Rgba } from './visualize';
 
-import { loadBinding, type BackendInfo } from './native';
-export type { BackendInfo } from './native';
+import { addonInfo, loadBinding, type BackendInfo } from './native';
+export type { BackendInfo, AddonInfo } from './native';
 
-/** What the native addon was built with and what it can use on this machine. */
+/** What the native addon was built with, which addon file is in use, and what it can use on this machine. */
 export function backendInfo(): BackendInfo {
-  return loadBinding().backendInfo();
+  return { ...loadBinding().backendInfo(), addon: addonInfo() };
 }

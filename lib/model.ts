@@ -2,15 +2,19 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, NativeError, OptionsError } from './errors';
-import { loadBinding, PROFILE_SLOTS, type NativeModel } from './native';
+import { DisposedError, InputError, NativeError, OptionsError, WeightsError } from './errors';
+import { loadBinding, PROFILE_SLOTS, type NativeModel, type Precision } from './native';
+import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
 import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
 import { inferArchitecture, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
 import { checkpointDefaults } from './weights/metadata';
-import { readSafetensors } from './weights/safetensors';
+import { cardPathFor, readModelCard, type ModelCard } from './weights/modelCard';
+import { BUNDLED_MODEL } from './bundled';
+import { readCheckpoint } from './weights/checkpoint';
+import { toDeitLayout } from './weights/deit3';
 
 export interface LoadOptions extends ScheduleOptions {
   /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224'. */
@@ -19,14 +23,28 @@ export interface LoadOptions extends ScheduleOptions {
   numHeads?: number;
   /** Input side in pixels; the position embedding is resized to it (bicubic). Default: the checkpoint's. */
   imgSize?: number;
-  /** Backend: 'cpu', or 'auto' (the best available). Default 'auto'. */
-  device?: 'auto' | 'cpu';
+  /**
+   * Backend: 'cpu', 'cuda' (DeviceError when CUDA cannot run here), or 'auto' (CUDA when a usable
+   * device is present, else the CPU). Default: the EVIT_DEVICE environment variable, else 'auto'.
+   */
+  device?: DeviceOption;
+  /** CUDA compute type of GEMMs and attention: 'bf16' (default), 'f16' or 'f32'. The CPU computes in f32. */
+  precision?: Precision;
+  /** CUDA: images per pass the device buffers are sized for; larger batches run in chunks. Default 64. */
+  maxBatch?: number;
+  /** CUDA: batches that can be in flight at once, each with its own stream and buffers. Default 2. */
+  streams?: number;
   /** CPU threads for the process-wide pool (fixed by the first model loaded). Default: one per core. */
   threads?: number;
   /** Preprocessing for classify(); imgSize is taken from the model. */
   preprocess?: Partial<Omit<PreprocessOptions, 'imgSize'>>;
   /** Class names, indexed by class. */
   labels?: readonly string[];
+  /**
+   * Model card (config.json) with preprocessing, labels and the default schedule. Default: the
+   * `config.json` beside the weights, when there is one; `false` ignores it. Explicit options win.
+   */
+  card?: string | false;
 }
 
 export interface Tensor4D {
@@ -93,13 +111,16 @@ export class Model {
   readonly schedule: Schedule;
   readonly labels: readonly string[] | null;
   readonly preprocess: Required<PreprocessOptions>;
+  /** Why the model does not run on CUDA (e.g. 'no CUDA device found'); null when it does. */
+  readonly backendReason: string | null;
   #native: NativeModel | null;
   #scheduleOptions: ScheduleOptions;
 
   /** @internal use loadModel() */
   constructor(native: NativeModel, arch: Architecture, imgSize: number, schedule: ScheduleOptions,
-    preprocess: Required<PreprocessOptions>, labels: readonly string[] | null) {
+    preprocess: Required<PreprocessOptions>, labels: readonly string[] | null, backendReason: string | null = null) {
     this.#native = native;
+    this.backendReason = backendReason;
     this.architecture = arch;
     this.imgSize = imgSize;
     this.#scheduleOptions = schedule;
@@ -111,6 +132,11 @@ export class Model {
   /** 'cpu' or 'cuda'. */
   get backend(): 'cpu' | 'cuda' {
     return this.#alive().backend;
+  }
+
+  /** Compute type of GEMMs and attention: 'f32' on the CPU, the `precision` option on CUDA. */
+  get precision(): Precision {
+    return this.#alive().precision;
   }
 
   get disposed(): boolean {
@@ -275,7 +301,7 @@ export class Model {
   }
 }
 
-function topClasses(logits: number[], k: number, labels: readonly string[] | null): TopClass[] {
+export function topClasses(logits: number[], k: number, labels: readonly string[] | null): TopClass[] {
   const max = Math.max(...logits);
   const exps = logits.map((v) => Math.exp(v - max));
   const sum = exps.reduce((a, b) => a + b, 0);
@@ -286,28 +312,46 @@ function topClasses(logits: number[], k: number, labels: readonly string[] | nul
     .map((index) => ({ index, prob: exps[index]! / sum, label: labels?.[index] ?? null }));
 }
 
-/** Loads a safetensors checkpoint (timm tensor names) and prepares it on the backend. */
-export async function loadModel(file: string, options: LoadOptions = {}): Promise<Model> {
+/**
+ * Loads a safetensors or PyTorch .pth checkpoint (timm tensor names; DeiT or DeiT III) and prepares it on the backend.
+ * Without a path, loads the bundled Fashion-MNIST model.
+ */
+export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptions = {}): Promise<Model> {
   if (typeof file !== 'string' || file.length === 0) throw new OptionsError('loadModel needs a checkpoint path');
   if (options === null || typeof options !== 'object') throw new OptionsError('options must be an object');
-  const device = options.device ?? 'auto';
-  if (device !== 'auto' && device !== 'cpu')
-    throw new OptionsError(`device must be 'auto' or 'cpu', got ${JSON.stringify(device)}`);
+  if (options.card !== undefined && options.card !== false && (typeof options.card !== 'string' || options.card === ''))
+    throw new OptionsError(`card must be a path or false, got ${JSON.stringify(options.card)}`);
+  const cuda = cudaSettings(options);
+  const device = resolveDevice(options.device, loadBinding().backendInfo().cuda);
+  if (device.requested === 'cpu' && options.precision !== undefined && options.precision !== 'f32')
+    throw new OptionsError(`precision '${options.precision}' needs the CUDA backend; the CPU computes in f32`);
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
     throw new OptionsError(`threads must be a positive integer, got ${String(options.threads)}`);
   if (options.labels !== undefined && (!Array.isArray(options.labels) || !options.labels.every((l) => typeof l === 'string')))
     throw new OptionsError('labels must be an array of strings');
 
-  const { tensors, metadata } = await readSafetensors(path.resolve(file));
-  const defaults = checkpointDefaults(metadata, file);
+  const checkpoint = await readCheckpoint(path.resolve(file));
+  const { metadata } = checkpoint;
+  // DeiT III (LayerScale, no class-token position embedding) runs as the equivalent DeiT.
+  const { tensors } = toDeitLayout(checkpoint.tensors);
+  const card: ModelCard | null = options.card === false
+    ? null
+    : await readModelCard(path.resolve(options.card ?? cardPathFor(file)), options.card !== undefined);
+  // Precedence: explicit options, then the model card, then the checkpoint's own metadata.
+  const defaults = { ...checkpointDefaults(metadata, file), ...definedOnly(card?.schedule ?? {}) };
+  const namedArch = options.arch ?? (options.numHeads === undefined ? card?.arch ?? defaults.arch : undefined);
   const arch = inferArchitecture(tensors, {
-    arch: options.arch ?? (options.numHeads === undefined ? defaults.arch : undefined),
-    numHeads: options.numHeads,
+    arch: namedArch,
+    numHeads: options.numHeads ?? (namedArch === undefined ? card?.numHeads : undefined),
   });
   if (options.labels !== undefined && options.labels.length !== arch.numClasses)
     throw new OptionsError(`labels has ${options.labels.length} names but the model has ${arch.numClasses} classes`);
+  if (options.labels === undefined && card?.labels !== undefined && card.labels.length !== arch.numClasses)
+    throw new WeightsError(`model card ${card.file} has ${card.labels.length} labels but the model has ${arch.numClasses} classes`);
+  if (card?.preprocess.channels !== undefined && card.preprocess.channels !== arch.inChans)
+    throw new WeightsError(`model card ${card.file} says ${card.preprocess.channels} channels but the weights take ${arch.inChans}`);
   const p = arch.patchSize;
-  const imgSize = options.imgSize ?? arch.gridSize[0] * p;
+  const imgSize = options.imgSize ?? card?.imgSize ?? arch.gridSize[0] * p;
   if (!Number.isInteger(imgSize) || imgSize < p || imgSize % p !== 0)
     throw new OptionsError(`imgSize must be a positive multiple of the patch size ${p}, got ${String(imgSize)}`);
   if (arch.gridSize[0] !== arch.gridSize[1] && options.imgSize !== undefined)
@@ -323,7 +367,13 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
   };
   // Validate the schedule now so a bad option fails at load, not at the first batch.
   keepSchedule(arch.depth, grid * grid, scheduleOptions);
-  const preprocess = resolvePreprocess({ ...options.preprocess, imgSize, channels: arch.inChans as 1 | 3 });
+  const cardPreprocess = definedOnly(card?.preprocess ?? {});
+  // A card's resize was chosen for its input size; with another imgSize, keep only its crop fraction.
+  if (card?.imgSize !== undefined && imgSize !== card.imgSize && cardPreprocess.resizeSize !== undefined) {
+    cardPreprocess.cropPct ??= Math.min(1, card.imgSize / cardPreprocess.resizeSize);
+    delete cardPreprocess.resizeSize;
+  }
+  const preprocess = resolvePreprocess({ ...cardPreprocess, ...definedOnly(options.preprocess ?? {}), imgSize, channels: arch.inChans as 1 | 3 });
 
   const record: Record<string, Float32Array> = {};
   for (const [name, t] of tensors) record[name] = t.data;
@@ -347,7 +397,7 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
         eps: 1e-6,
       },
       record,
-      { threads: options.threads },
+      device.backend === 'cuda' ? { threads: options.threads, device: 'cuda', ...cuda } : { threads: options.threads, device: 'cpu' },
     );
   } catch (err) {
     throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
@@ -360,5 +410,9 @@ export async function loadModel(file: string, options: LoadOptions = {}): Promis
         { code: 'EVIT_THREADS_FIXED' },
       );
   }
-  return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? null);
+  return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? card?.labels ?? null, device.reason);
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -47,7 +47,7 @@ test('text output names the inputs and the token counts', (t) => {
 
 test('errors exit non-zero with a message, never a stack trace', (t) => {
   const cases = [
-    [['classify', tinyModel], 2, /needs --weights/],
+    [['classify', '--weights', '', example], 2, /--weights needs a file/],
     [['classify', '--weights', tinyModel, '--heads', '3'], 2, /at least one INPUT/],
     [['classify', '--weights', tinyModel, '--heads', '3', '--keep-rate', '1.5', example], 2, /keepRate must be a number in \(0, 1\]/],
     [['classify', '--weights', tinyModel, '--heads', '3', '--keep-rate', 'lots', example], 2, /--keep-rate must be a number/],

@@ -3,12 +3,16 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { OptionsError } from '../errors';
 import { loadModel, type Classification } from '../model';
+import { BUNDLED_MODEL } from '../bundled';
 import { UsageError, num } from './args';
 
-export const usage = `  evit classify --weights FILE [options] INPUT...   classify images or .npy batches`;
+export const usage = `  evit classify [--weights FILE] [options] INPUT... classify images or .npy batches`;
 
 export const help = `classify options:
-  --weights FILE        safetensors checkpoint (timm tensor names)
+  --weights FILE        checkpoint: safetensors or PyTorch .pth (timm tensor names); default: the bundled
+                        Fashion-MNIST model (models/fashion-mnist)
+  --card FILE           model card (config.json) with preprocessing, labels and schedule
+                        (default: config.json beside the weights, when present)
   --arch NAME           deit_tiny_patch16_224 | deit_small_patch16_224 | deit_base_patch16_224
   --heads N             attention heads, when the checkpoint matches no named arch
   --keep-rate R         fraction of image tokens each dropping block keeps, in (0, 1] (default 0.7)
@@ -30,6 +34,7 @@ export async function run(argv: string[]): Promise<number> {
     allowNegative: true,
     options: {
       weights: { type: 'string' },
+      card: { type: 'string' },
       arch: { type: 'string' },
       heads: { type: 'string' },
       'keep-rate': { type: 'string' },
@@ -42,12 +47,13 @@ export async function run(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
-  if (!values.weights) throw new UsageError('classify needs --weights FILE');
+  if (values.weights === '') throw new UsageError('--weights needs a file');
   if (positionals.length === 0) throw new UsageError('classify needs at least one INPUT');
   const dropLoc = values['drop-loc'] === undefined
     ? undefined
     : values['drop-loc'].split(',').filter((s) => s.trim() !== '').map((s) => num('drop-loc', s)!);
-  const model = await loadModel(values.weights, {
+  const model = await loadModel(values.weights ?? BUNDLED_MODEL, {
+    card: values.card,
     arch: values.arch,
     numHeads: num('heads', values.heads),
     keepRate: num('keep-rate', values['keep-rate']),
