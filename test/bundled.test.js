@@ -183,3 +183,13 @@ test('accuracy on the 500-image test slice, dense and at keep 0.7', async (t) =>
     model.dispose();
   }
 });
+
+test('`evit inspect` takes the head count from the card beside the weights', (t) => {
+  const r = spawnSync(process.execPath, [cli, 'inspect', '--json', BUNDLED_MODEL], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  t.equal(report.architecture.numHeads, card.architecture.numHeads);
+  t.equal(report.architecture.embedDim, card.architecture.embedDim);
+  t.equal(report.architecture.inChans, 1);
+  t.end();
+});

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { OptionsError, WeightsError } from '../errors';
 import { inferArchitecture, type Architecture } from '../weights/architecture';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
+import { cardPathFor, readModelCard } from '../weights/modelCard';
 import { toDeitLayout, type VariantInfo } from '../weights/deit3';
 import { UsageError } from './args';
 
@@ -45,7 +46,7 @@ export interface CheckpointReport {
  * Infers what can be inferred: a checkpoint that matches no named arch still
  * reports its dimensions, with the head count unknown.
  */
-export function inspectArchitecture(ckpt: Checkpoint): { arch: InspectedArchitecture | null; error?: string; info: VariantInfo } {
+export function inspectArchitecture(ckpt: Checkpoint, cardHeads?: number): { arch: InspectedArchitecture | null; error?: string; info: VariantInfo } {
   const { tensors, info } = toDeitLayout(ckpt.tensors);
   const named = ckpt.metadata.arch;
   const withImg = (a: Architecture, heads: number | null): InspectedArchitecture => ({ ...a, numHeads: heads, imgSize: a.gridSize[0] * a.patchSize });
@@ -55,6 +56,11 @@ export function inspectArchitecture(ckpt: Checkpoint): { arch: InspectedArchitec
       return { arch: withImg(a, a.numHeads), info };
     } catch (e) {
       if (!(e instanceof OptionsError)) throw e;
+      if (cardHeads !== undefined) {
+        // The model card beside the weights says the head count.
+        const a = inferArchitecture(tensors, { numHeads: cardHeads });
+        return { arch: withImg(a, a.numHeads), info };
+      }
       // Heads cannot be told from the tensors; one head infers the rest.
       const a = inferArchitecture(tensors, { numHeads: 1 });
       return { arch: withImg({ ...a, arch: null }, null), info };
@@ -65,8 +71,8 @@ export function inspectArchitecture(ckpt: Checkpoint): { arch: InspectedArchitec
   }
 }
 
-export function describeCheckpoint(ckpt: Checkpoint, file: string): CheckpointReport {
-  const { arch, error, info } = inspectArchitecture(ckpt);
+export function describeCheckpoint(ckpt: Checkpoint, file: string, cardHeads?: number): CheckpointReport {
+  const { arch, error, info } = inspectArchitecture(ckpt, cardHeads);
   const dtypes: Record<string, number> = {};
   let parameters = 0;
   let tensorBytes = 0;
@@ -149,7 +155,8 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('inspect needs exactly one FILE');
   const file = positionals[0]!;
   const ckpt = await readCheckpoint(path.resolve(file), { key: values.key });
-  const report = describeCheckpoint(ckpt, file);
+  const card = await readModelCard(cardPathFor(path.resolve(file)), false).catch(() => null);
+  const report = describeCheckpoint(ckpt, file, card?.numHeads);
   process.stdout.write(values.json ? JSON.stringify(report) + '\n' : formatReport(report));
   return 0;
 }
