@@ -263,7 +263,7 @@ function markdown(r, plots) {
   md.push('');
   md.push(table(['', ''], c.machineRows(r.machine)));
   md.push('');
-  md.push('The machine was shared with other work (a training run and builds) while this ran: single times move by');
+  md.push('This is a shared 2-core virtual machine, where other processes may run: single times move by');
   md.push('several percent between runs; ratios between configurations of one case, timed round-robin, are the stable part.');
   md.push('');
   md.push('**Method.** Each case is one transformer block of the given width run through the real forward path: a');

@@ -245,7 +245,7 @@ function markdown(r) {
   md.push('');
   md.push(table(['', ''], c.machineRows(r.machine)));
   md.push('');
-  md.push('The machine was shared with other work (a training run and builds) while this ran: single times move by');
+  md.push('This is a shared 2-core virtual machine, where other processes may run: single times move by');
   md.push('several percent between runs; ratios within one model\'s round-robin are the stable part.');
   md.push('');
   md.push(`**Method.** DeiT-T/S/B shapes at ${DIM.img} px (${(DIM.img / DIM.patch) ** 2} patches, 12 blocks, ${DIM.classes} classes) with seeded random`);
