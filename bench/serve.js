@@ -39,7 +39,7 @@ const BUNDLED = path.join(ROOT, 'models', 'fashion-mnist', 'model.safetensors');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'tiny-evit.safetensors');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 const PROBE = path.join(__dirname, 'loopProbe.js');
-const ADAPTIVE = { rates: [0.9, 0.7, 0.5], targetMs: 50 };
+const ADAPTIVE = { rates: [0.9, 0.7, 0.5], targetMs: 20 };
 
 const log = (msg) => process.stderr.write(`[bench:serve] ${msg}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
