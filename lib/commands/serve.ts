@@ -2,12 +2,10 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { BUNDLED_MODEL } from '../bundled';
-import { loadModel } from '../model';
 import { createServer } from '../serve/lazy';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
 import { UsageError, num } from './args';
-import { readLabels } from './classify';
+import { MODEL_OPTIONS, loadModelFromArgs, numList } from './modelOptions';
 
 export const usage = `  evit serve [--weights FILE] [options]             serve POST /v1/classify over HTTP`;
 
@@ -37,9 +35,6 @@ function bytes(v: string | undefined): number | undefined {
   return Number(m[1]) * (m[2]!.toLowerCase() === 'm' ? 1024 * 1024 : m[2]!.toLowerCase() === 'k' ? 1024 : 1);
 }
 
-function list(name: string, v: string | undefined): number[] | undefined {
-  return v === undefined ? undefined : v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s)!);
-}
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -59,22 +54,13 @@ export async function run(argv: string[]): Promise<number> {
       'body-limit': { type: 'string' },
       'max-pixels': { type: 'string' },
       log: { type: 'boolean', default: false },
-      weights: { type: 'string' },
-      card: { type: 'string' },
-      arch: { type: 'string' },
-      heads: { type: 'string' },
-      'keep-rate': { type: 'string' },
-      'drop-loc': { type: 'string' },
-      fuse: { type: 'boolean' },
-      'img-size': { type: 'string' },
-      threads: { type: 'string' },
-      labels: { type: 'string' },
+      ...MODEL_OPTIONS,
       top: { type: 'string' },
     },
   });
   if (positionals.length) throw new UsageError(`serve takes no positional arguments, got ${positionals.join(' ')}`);
   if (values.weights === '') throw new UsageError('--weights needs a file');
-  const adaptiveRates = list('adaptive-rates', values['adaptive-rates']);
+  const adaptiveRates = numList('adaptive-rates', values['adaptive-rates']);
   const targetMs = num('target-ms', values['target-ms']);
   if (!values.adaptive && (adaptiveRates !== undefined || targetMs !== undefined))
     throw new UsageError('--adaptive-rates and --target-ms need --adaptive');
@@ -82,18 +68,8 @@ export async function run(argv: string[]): Promise<number> {
   // libvips' operation cache only pays off when the same image is processed twice; uploads are all
   // different, so for a long-running server it is just memory that grows up to its 50 MB cap.
   sharp.cache(false);
-  const model = await loadModel(values.weights ?? BUNDLED_MODEL, {
-    card: values.card,
-    arch: values.arch,
-    numHeads: num('heads', values.heads),
-    keepRate: num('keep-rate', values['keep-rate']),
-    dropLoc: list('drop-loc', values['drop-loc']),
-    fuse: values.fuse,
-    imgSize: num('img-size', values['img-size']),
-    // One core is left to the event loop, HTTP parsing and image decoding, so they never wait on a pass.
-    threads: num('threads', values.threads) ?? Math.max(1, availableParallelism() - 1),
-    labels: values.labels === undefined ? undefined : readLabels(values.labels),
-  });
+  // One core is left to the event loop, HTTP parsing and image decoding, so they never wait on a pass.
+  const model = await loadModelFromArgs(values, { threads: Math.max(1, availableParallelism() - 1) });
   let app;
   try {
     app = createServer({

@@ -2,18 +2,16 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { OptionsError } from '../errors';
-import { BUNDLED_MODEL } from '../bundled';
-import { loadModel } from '../model';
 import { visualize } from '../visualize';
 import { UsageError, num } from './args';
+import { MODEL_OPTIONS, loadModelFromArgs } from './modelOptions';
 
 export const usage = `  evit visualize --out PNG [options] IMAGE          draw the kept, fused and dropped patches`;
 
 export const help = `visualize options:
-  --weights FILE        safetensors checkpoint (default: the bundled Fashion-MNIST model)
+  --weights FILE        checkpoint (default: the bundled Fashion-MNIST model)
   --out PNG             where to write the picture: the model's crop, then one panel per dropping block
-  --arch NAME, --heads N, --keep-rate R, --drop-loc LIST, --fuse | --no-fuse, --img-size S, --threads N
-                        as for classify
+  model options as for classify: --card, --arch, --heads, --keep-rate, --drop-loc, --fuse, --img-size, --threads, --labels
   --scale K             integer magnification of each panel (default: about 224 px per panel)
   --gap PX              pixels between panels (default 4)
   --json                print the masks as JSON ({grid, blocks: [{block, counts, mask}]}) instead of text
@@ -26,15 +24,8 @@ export async function run(argv: string[]): Promise<number> {
     allowPositionals: true,
     allowNegative: true,
     options: {
-      weights: { type: 'string' },
+      ...MODEL_OPTIONS,
       out: { type: 'string' },
-      arch: { type: 'string' },
-      heads: { type: 'string' },
-      'keep-rate': { type: 'string' },
-      'drop-loc': { type: 'string' },
-      fuse: { type: 'boolean' },
-      'img-size': { type: 'string' },
-      threads: { type: 'string' },
       scale: { type: 'string' },
       gap: { type: 'string' },
       json: { type: 'boolean', default: false },
@@ -43,18 +34,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.weights === '') throw new UsageError('--weights needs a file');
   if (!values.out) throw new UsageError('visualize needs --out PNG');
   if (positionals.length !== 1) throw new UsageError(`visualize takes exactly one IMAGE, got ${positionals.length}`);
-  const dropLoc = values['drop-loc'] === undefined
-    ? undefined
-    : values['drop-loc'].split(',').filter((s) => s.trim() !== '').map((s) => num('drop-loc', s)!);
-  const model = await loadModel(values.weights ?? BUNDLED_MODEL, {
-    arch: values.arch,
-    numHeads: num('heads', values.heads),
-    keepRate: num('keep-rate', values['keep-rate']),
-    dropLoc,
-    fuse: values.fuse,
-    imgSize: num('img-size', values['img-size']),
-    threads: num('threads', values.threads),
-  });
+  const model = await loadModelFromArgs(values);
   try {
     const v = await visualize(model, positionals[0]!, { scale: num('scale', values.scale), gap: num('gap', values.gap) });
     try {

@@ -1,0 +1,91 @@
+/**
+ * The model options `classify`, `serve` and `visualize` share: which checkpoint,
+ * its card, architecture and schedule. One parseArgs spec, one translation into
+ * loadModel options.
+ */
+import { readFileSync } from 'node:fs';
+import { OptionsError } from '../errors';
+import { BUNDLED_MODEL } from '../bundled';
+import { loadModel, type LoadOptions, type Model } from '../model';
+import { UsageError, num } from './args';
+
+export const MODEL_OPTIONS = {
+  weights: { type: 'string' },
+  card: { type: 'string' },
+  arch: { type: 'string' },
+  heads: { type: 'string' },
+  'keep-rate': { type: 'string' },
+  'drop-loc': { type: 'string' },
+  fuse: { type: 'boolean' },
+  'img-size': { type: 'string' },
+  threads: { type: 'string' },
+  labels: { type: 'string' },
+} as const;
+
+export const MODEL_HELP = `  --weights FILE        checkpoint: safetensors or PyTorch .pth (timm tensor names); default: the bundled
+                        Fashion-MNIST model (models/fashion-mnist)
+  --card FILE           model card (config.json) with preprocessing, labels and schedule
+                        (default: config.json beside the weights, when present)
+  --arch NAME           deit_tiny_patch16_224 | deit_small_patch16_224 | deit_base_patch16_224
+  --heads N             attention heads, when the checkpoint matches no named arch
+  --keep-rate R         fraction of image tokens each dropping block keeps, in (0, 1] (default 0.7)
+  --drop-loc LIST       dropping blocks, 0-based, comma separated (default 3,6,9)
+  --fuse | --no-fuse    fuse dropped tokens into one (default --fuse)
+  --img-size S          input side in pixels (default: the checkpoint's)
+  --threads N           CPU threads (default: one per core)
+  --labels FILE         class names: a JSON array, or one name per line`;
+
+export interface ModelArgs {
+  weights?: string;
+  card?: string;
+  arch?: string;
+  heads?: string;
+  'keep-rate'?: string;
+  'drop-loc'?: string;
+  fuse?: boolean;
+  'img-size'?: string;
+  threads?: string;
+  labels?: string;
+}
+
+/** A comma-separated list of numbers, or undefined when the option was not given. */
+export function numList(name: string, v: string | undefined): number[] | undefined {
+  return v === undefined ? undefined : v.split(',').filter((s) => s.trim() !== '').map((s) => num(name, s)!);
+}
+
+/** Loads the model the options name (the bundled one without --weights); `defaults` fill what was not given. */
+export function loadModelFromArgs(values: ModelArgs, defaults: Partial<LoadOptions> = {}): Promise<Model> {
+  if (values.weights === '') throw new UsageError('--weights needs a file');
+  return loadModel(values.weights ?? BUNDLED_MODEL, {
+    card: values.card,
+    arch: values.arch,
+    numHeads: num('heads', values.heads),
+    keepRate: num('keep-rate', values['keep-rate']),
+    dropLoc: numList('drop-loc', values['drop-loc']),
+    fuse: values.fuse,
+    imgSize: num('img-size', values['img-size']),
+    threads: num('threads', values.threads) ?? defaults.threads,
+    labels: values.labels === undefined ? undefined : readLabels(values.labels),
+  });
+}
+
+export function readLabels(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new OptionsError(`cannot read --labels ${file}: ${(err as Error).message}`);
+  }
+  if (text.trimStart().startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new OptionsError(`--labels ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string'))
+      throw new OptionsError(`--labels ${file} must be a JSON array of strings`);
+    return parsed;
+  }
+  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+}
