@@ -42,7 +42,7 @@ const evit = require('../dist');
 const { loadBinding } = require('../dist/native');
 const { writeSection } = require('./report');
 const {
-  median, nowMs, fmt, table, writeRandomCheckpoint, randomImages, timeRoundRobin, cpuModel, requireOrt, ortVersion,
+  median, nowMs, fmt, table, writeRandomCheckpoint, randomImages, timeRoundRobin, machineInfo, requireOrt, ortVersion,
   exportOnnx: exportOnnxWith,
 } = require('./common');
 
@@ -738,17 +738,7 @@ async function main() {
     const info = evit.backendInfo();
     const binding = loadBinding();
     const peak = measurePeak(binding.ops);
-    const machine = {
-      date: new Date().toISOString(),
-      cpu: cpuModel(),
-      cores: os.cpus().length,
-      node: process.version,
-      platform: `${process.platform}-${process.arch}`,
-      blas: info.cpu.blas,
-      blasCore: info.cpu.blasCore,
-      openblasCoretype: process.env.OPENBLAS_CORETYPE ?? null,
-      threads: info.cpu.threads,
-    };
+    const machine = machineInfo(info);
     const evitRows = await benchEvit(model, peak);
     let profile;
     try {
