@@ -2,11 +2,10 @@
  * Reads a checkpoint in whichever format it is: safetensors, or a PyTorch
  * `.pth` zip. The format is chosen by the file's first bytes, not its name.
  */
-import { promises as fsp } from 'node:fs';
 import { WeightsError } from '../errors';
 import { parsePth, type PthOptions, type SkippedTensor } from './pth';
 import { ZIP_MAGIC } from './pthZip';
-import { parseSafetensors, type TensorMap } from './safetensors';
+import { parseSafetensors, readCheckpointBytes, type TensorMap } from './safetensors';
 
 export type CheckpointFormat = 'safetensors' | 'pth';
 
@@ -61,14 +60,5 @@ export async function parseCheckpoint(buf: Buffer, source = '<buffer>', options:
  * @throws WeightsError if the file does not exist, cannot be read, or is malformed
  */
 export async function readCheckpoint(path: string, options: PthOptions = {}): Promise<Checkpoint> {
-  let buf: Buffer;
-  try {
-    buf = await fsp.readFile(path);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new WeightsError(`checkpoint file not found: ${path}`, { cause: e });
-    if (err.code === 'EISDIR') throw new WeightsError(`checkpoint ${path} is a directory, not a file`, { cause: e });
-    throw new WeightsError(`cannot read checkpoint ${path}: ${err.message}`, { cause: e });
-  }
-  return parseCheckpoint(buf, path, options);
+  return parseCheckpoint(await readCheckpointBytes(path), path, options);
 }

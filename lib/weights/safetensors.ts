@@ -358,13 +358,17 @@ export function serializeSafetensors(
  * @throws WeightsError if the file does not exist, cannot be read, or is malformed
  */
 export async function readSafetensors(path: string): Promise<ParsedSafetensors> {
-  let buf: Buffer;
+  return parseSafetensors(await readCheckpointBytes(path), path);
+}
+
+/** The bytes of a checkpoint file; WeightsError saying what is wrong when it cannot be read. */
+export async function readCheckpointBytes(path: string): Promise<Buffer> {
   try {
-    buf = await fsp.readFile(path);
+    return await fsp.readFile(path);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT') throw new WeightsError(`checkpoint file not found: ${path}`, { cause: e });
+    if (err.code === 'EISDIR') throw new WeightsError(`checkpoint ${path} is a directory, not a file`, { cause: e });
     throw new WeightsError(`cannot read checkpoint ${path}: ${err.message}`, { cause: e });
   }
-  return parseSafetensors(buf, path);
 }
