@@ -84,7 +84,6 @@ export interface UnpickleOptions {
   persistentLoad(pid: unknown): unknown;
 }
 
-const MARK = Symbol('mark');
 /** Longest LONG1/LONG4 accepted, in bytes: far beyond any integer a checkpoint holds. */
 const MAX_LONG_BYTES = 64;
 const MAX_PROTOCOL = 5;
