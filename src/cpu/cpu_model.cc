@@ -57,7 +57,10 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   };
   float *xp = take(0), *xnp = take(1), *qkvp = take(2), *attnp = take(3), *hiddenp = take(4), *scoresp = take(5),
         *clsp = take(6);
-  std::vector<int32_t> idx((size_t)B * (n[0] - 1)), origins((size_t)B * P), nextOrigins((size_t)B * P);
+  idx_.resize((size_t)B * (n[0] - 1));
+  origins_.resize((size_t)B * P);
+  nextOrigins_.resize((size_t)B * P);
+  std::vector<int32_t>&idx = idx_, &origins = origins_, &nextOrigins = nextOrigins_;
   for (int b = 0; b < B; ++b)
     for (int p = 0; p < P; ++p) origins[(size_t)b * P + p] = p;
 

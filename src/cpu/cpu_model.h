@@ -25,6 +25,8 @@ class CpuModel : public PreparedModel {
   std::shared_ptr<const HostWeights> weights_;
   std::unique_ptr<float[]> arena_;
   size_t arenaFloats_ = 0;
+  // Top-k indices and token origins, grow-only like the arena, under the same lock.
+  std::vector<int32_t> idx_, origins_, nextOrigins_;
 };
 
 }  // namespace evit::cpu
