@@ -260,7 +260,10 @@ test('attention: v = 1 gives out = 1 (every probability row sums to 1)', (t) => 
     const qkv = qkvFor(rand, B, N, H, d, 3);
     for (let i = 0; i < B * N; i++) qkv.fill(1, i * 3 * C + 2 * C, (i + 1) * 3 * C);
     const { out } = ops.attention(qkv, B, N, H, d, false);
-    close(t, out, new Float64Array(B * N * C).fill(1), null, `B=${B} N=${N} heads=${H} headDim=${d}`, 1e-6, 0);
+    // Σ_j p[j]·1 over N float32 probabilities: rounding grows with N (the GEMM path, taken for
+    // head dims that are not a multiple of 16, sums in whatever order OpenBLAS's kernel picks).
+    const tol = Math.max(1e-6, N * 2 ** -24);
+    close(t, out, new Float64Array(B * N * C).fill(1), null, `B=${B} N=${N} heads=${H} headDim=${d}`, tol, 0);
   }
   t.end();
 });
