@@ -4,7 +4,7 @@
  * event-loop delay and resident memory.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { Batcher, BatchEvent } from '../batcher';
+import type { Batcher, BatchEvent } from './batcher';
 
 type Labels = Record<string, string>;
 

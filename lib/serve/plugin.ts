@@ -5,7 +5,7 @@
  * error handler and hooks stay inside the plugin's own scope.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { Batcher, type BatchedClassify, type BatcherOptions } from '../batcher';
+import { Batcher, type BatchedClassify, type BatcherOptions } from './batcher';
 import { ClosedError, OptionsError } from '../errors';
 import type { Model } from '../model';
 import { checkImage, IMAGE_TYPES, jsonInput, NPY_TYPE, rawInput, requestOptions, type ClassifyInput, type RequestOptions } from './decode';

@@ -4,7 +4,7 @@
  * rates (e.g. 0.9 → 0.7 → 0.5) while the queueing delay stays above a latency
  * target, and back up once the delay has fallen well below it.
  */
-import { OptionsError } from './errors';
+import { OptionsError } from '../errors';
 
 export interface AdaptiveKeepOptions {
   /** Keep rates from the most accurate to the cheapest, strictly decreasing, each in (0, 1]. Default [0.9, 0.7, 0.5]. */

@@ -10,9 +10,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { AdaptiveKeepPolicy, type AdaptiveKeepOptions } from './adaptiveKeep';
-import { AbortedError, ClosedError, InputError, OptionsError, OverloadedError } from './errors';
-import { topClasses, type Classification, type KeptTokens, type Model, type Tensor4D } from './model';
-import { preprocessBatch } from './preprocess';
+import { AbortedError, ClosedError, InputError, OptionsError, OverloadedError } from '../errors';
+import { topClasses, type Classification, type KeptTokens, type Model, type Tensor4D } from '../model';
+import { preprocessBatch } from '../preprocess';
 
 export interface BatcherOptions {
   /** Most images in one native call. Default 32. */
