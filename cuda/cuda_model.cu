@@ -62,6 +62,12 @@ CudaModel::~CudaModel() {
   weights_.reset();
 }
 
+size_t CudaModel::activationBytes() const {
+  size_t total = 0;
+  for (const auto& ctx : contexts_) total += ctx->device.bytes();
+  return total;
+}
+
 ExecutionContext& CudaModel::acquire() {
   std::unique_lock<std::mutex> lock(mutex_);
   contextFreed_.wait(lock, [&] { return !free_.empty(); });

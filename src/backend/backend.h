@@ -104,6 +104,8 @@ class PreparedModel {
  public:
   virtual ~PreparedModel() = default;
   virtual const ModelConfig& config() const = 0;
+  // Activation memory the backend holds between passes (host arena, or device arenas), in bytes.
+  virtual size_t activationBytes() const = 0;
   // Runs a whole batch; called from a worker thread, never the JS thread.
   virtual void forward(const ForwardRequest& req, ForwardResult& out) = 0;
 };

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "page_buffer.h"
 
 namespace evit {
 
@@ -38,7 +39,7 @@ class HostWeights {
   size_t bytes() const { return floats_ * sizeof(float); }
 
  private:
-  float* storage_ = nullptr;
+  PageBuffer storage_;  // page-aligned, so every tensor offset of 16 floats is 64-byte aligned
   size_t floats_ = 0;
   WeightViews views_{};
 };

@@ -9,13 +9,13 @@
 namespace evit {
 
 ForwardWorker::ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model, ForwardRequest req,
-                             Napi::Object owner, Napi::TypedArray images)
+                             PageBuffer images, Napi::Object owner)
     : Napi::AsyncWorker(env, "evit:forward"),
       deferred_(Napi::Promise::Deferred::New(env)),
       model_(std::move(model)),
       req_(std::move(req)),
-      owner_(Napi::Persistent(owner)),
-      images_(Napi::Persistent(images)) {}
+      images_(std::move(images)),
+      owner_(Napi::Persistent(owner)) {}
 
 void ForwardWorker::Execute() {
   try {
@@ -25,8 +25,10 @@ void ForwardWorker::Execute() {
   } catch (const std::exception& e) {
     SetError(e.what());
   }
-  // Drop our share now: if dispose() came while we ran, the weights go here, off the JS thread.
+  // Drop our share now: if dispose() came while we ran, the weights go here, off the JS thread;
+  // so does the input copy.
   model_.reset();
+  images_ = PageBuffer();
 }
 
 void ForwardWorker::OnOK() {

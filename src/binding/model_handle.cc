@@ -1,11 +1,13 @@
 #include "model_handle.h"
 
 #include <climits>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 
 #include "../backend/cuda_backend.h"
 #include "../backend/host_weights.h"
+#include "../backend/page_buffer.h"
 #include "../cpu/cpu_model.h"
 #include "../cpu/thread_pool.h"
 #include "forward_worker.h"
@@ -22,6 +24,7 @@ Napi::Function ModelHandle::Define(Napi::Env env) {
                          InstanceAccessor<&ModelHandle::PrecisionName>("precision"),
                          InstanceAccessor<&ModelHandle::Disposed>("disposed"),
                          InstanceAccessor<&ModelHandle::WeightBytes>("weightBytes"),
+                         InstanceAccessor<&ModelHandle::ActivationBytes>("activationBytes"),
                      });
 }
 
@@ -148,8 +151,18 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   auto keep = typedArrayArg<int32_t>(info[2], "keep", c.depth);
   auto fuse = typedArrayArg<uint8_t>(info[3], "fuse", c.depth);
 
+  // The pass reads its own copy: JavaScript may transfer, resize or rewrite the caller's buffer
+  // while the pass runs on a worker thread, and N-API cannot pin an ArrayBuffer's memory.
+  PageBuffer owned;
+  try {
+    owned = PageBuffer((size_t)expected * sizeof(float));
+  } catch (const std::bad_alloc&) {
+    throw nativeFailure(env, "out of memory copying the input batch");
+  }
+  std::memcpy(owned.as<float>(), images.Data(), (size_t)expected * sizeof(float));
+
   ForwardRequest req;
-  req.images = images.Data();
+  req.images = owned.as<float>();
   req.batch = batch;
   req.profile = info.Length() > 4 && info[4].ToBoolean();
   req.plan.resize(c.depth);
@@ -159,7 +172,7 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   } catch (const ArgumentError& e) {
     throw rangeError(env, e.what());
   }
-  auto* worker = new ForwardWorker(env, model_, std::move(req), info.This().As<Napi::Object>(), images);
+  auto* worker = new ForwardWorker(env, model_, std::move(req), std::move(owned), info.This().As<Napi::Object>());
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -177,6 +190,10 @@ Napi::Value ModelHandle::Disposed(const Napi::CallbackInfo& info) { return Napi:
 
 Napi::Value ModelHandle::WeightBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)weightBytes_);
+}
+
+Napi::Value ModelHandle::ActivationBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), model_ ? (double)model_->activationBytes() : 0.0);
 }
 
 }  // namespace evit

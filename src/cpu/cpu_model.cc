@@ -14,42 +14,73 @@ namespace evit::cpu {
 CpuModel::CpuModel(const ModelConfig& cfg, std::shared_ptr<const HostWeights> weights)
     : cfg_(cfg), weights_(std::move(weights)) {}
 
+namespace {
+
+// Activation memory a pass may hold: batches run in chunks of as many images as fit (at least
+// one). 64 MiB is 21 DeiT-S images at 224 px, whose GEMMs (4,000+ rows) already run at full speed.
+constexpr size_t kArenaBudget = 64u << 20;
+
+// Each buffer starts on a 64-byte boundary: sizes are rounded up to 16 floats.
+size_t round16(size_t v) { return (v + 15) / 16 * 16; }
+
+// The arena's buffers for `images` images: x, normed (also the patch embeddings), qkv (also the
+// patchified image), attn, hidden, scores, head input.
+std::vector<size_t> bufferSizes(const ModelConfig& c, int n0, size_t images) {
+  const size_t rows = images * n0, patchK = (size_t)c.inChans * c.patchSize * c.patchSize;
+  return {round16(rows * c.embedDim),
+          round16(rows * c.embedDim),
+          round16(std::max(rows * 3 * c.embedDim, images * c.numPatches() * patchK)),
+          round16(rows * c.embedDim),
+          round16(rows * c.mlpHidden),
+          round16(images * (n0 - 1)),
+          round16(images * c.embedDim)};
+}
+
+size_t totalFloats(const std::vector<size_t>& sizes) {
+  size_t total = 0;
+  for (size_t s : sizes) total += s;
+  return total;
+}
+
+}  // namespace
+
 float* CpuModel::arena(size_t floats) {
-  if (floats > arenaFloats_) {
-    arena_.reset();  // free first: the old and new blocks need not coexist
-    arena_.reset(new float[floats]);
-    arenaFloats_ = floats;
+  if (floats * sizeof(float) > arena_.bytes()) {
+    arena_ = PageBuffer();  // free first: the old and new blocks need not coexist
+    arena_ = PageBuffer(floats * sizeof(float));
+    arenaBytes_ = arena_.bytes();
   }
-  return arena_.get();
+  return arena_.as<float>();
 }
 
 void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
-  const WeightViews& w = weights_->views();
-  const std::vector<int>& n = req.tokens;
-  assert(req.images && req.batch >= 1 && n.size() == (size_t)c.depth + 1);
-
+  assert(req.images && req.batch >= 1 && req.tokens.size() == (size_t)c.depth + 1);
   ThreadPool& tp = pool();
   std::lock_guard<std::mutex> pass(tp.passMutex());
 
-  const int B = req.batch, C = c.embedDim, H = c.numHeads, d = c.headDim(), P = c.numPatches();
-  const size_t maxRows = (size_t)B * n[0];
+  const int B = req.batch;
+  const size_t perImage = totalFloats(bufferSizes(c, req.tokens[0], 1)) * sizeof(float);
+  const int chunk = (int)std::clamp<size_t>(kArenaBudget / perImage, 1, (size_t)B);
+  out.logits.assign((size_t)B * c.numClasses, 0.0f);
+  out.kept.clear();
+  for (int i = 0; i < c.depth; ++i) {
+    const BlockPlan& p = req.plan[i];
+    if (p.keep >= 0) out.kept.push_back({i, p.keep + (p.fuse ? 1 : 0), std::vector<int32_t>()});
+  }
+  for (KeptTokens& k : out.kept) k.origins.resize((size_t)B * k.perImage);
+  out.profile.assign(req.profile ? profileSize(c.depth) : 0, 0.0);
+  for (int first = 0; first < B; first += chunk) runChunk(req, first, std::min(chunk, B - first), out);
+}
+
+void CpuModel::runChunk(const ForwardRequest& req, int first, int count, ForwardResult& out) {
+  const ModelConfig& c = cfg_;
+  const WeightViews& w = weights_->views();
+  const std::vector<int>& n = req.tokens;
+  const int B = count, C = c.embedDim, H = c.numHeads, d = c.headDim(), P = c.numPatches();
   const size_t patchK = (size_t)c.inChans * c.patchSize * c.patchSize;
-  // Each buffer starts on a 64-byte boundary: sizes are rounded up to 16 floats.
-  auto round16 = [](size_t v) { return (v + 15) / 16 * 16; };
-  const size_t sizes[] = {
-      round16(maxRows * C),                           // x
-      round16(maxRows * C),                           // xn, which also holds the patch embeddings
-      round16(std::max(maxRows * 3 * C,               // qkv, which also holds the
-                       (size_t)B * P * patchK)),      // patchified image
-      round16(maxRows * C),                           // attn
-      round16(maxRows * c.mlpHidden),                 // hidden
-      round16((size_t)B * (n[0] - 1)),                // scores
-      round16((size_t)B * C),                         // class tokens for the head
-  };
-  size_t total = 0;
-  for (size_t sz : sizes) total += sz;
-  float* at = arena(total);
+  const std::vector<size_t> sizes = bufferSizes(c, n[0], (size_t)B);
+  float* at = arena(totalFloats(sizes));
   auto take = [&](size_t i) {
     float* p = at;
     at += sizes[i];
@@ -64,9 +95,9 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
     for (int p = 0; p < P; ++p) origins_[(size_t)b * P + p] = p;
   int32_t* originsIn = origins_.data();
   int32_t* originsOut = nextOrigins_.data();
+  const float* images = req.images + (size_t)first * c.inChans * c.imgH() * c.imgW();
 
   // Lap timer for the profile: each call charges the time since the previous one to a slot.
-  out.profile.assign(req.profile ? profileSize(c.depth) : 0, 0.0);
   auto last = std::chrono::steady_clock::now();
   auto lap = [&](size_t slot) {
     if (!req.profile) return;
@@ -77,12 +108,12 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
 
   // Patch embedding: the conv as a GEMM over patchified columns, then class token and position
   // embedding assemble the token stream.
-  patchify(qkv, req.images, B, c.inChans, c.gridH, c.gridW, c.patchSize);
+  patchify(qkv, images, B, c.inChans, c.gridH, c.gridW, c.patchSize);
   linear(normed, qkv, w.patchW, w.patchB, B * P, C, (int)patchK, Epilogue::Bias);
   assembleTokens(x, normed, w.clsToken, w.posEmbed, B, P, C);
   lap(kPatchEmbed);
 
-  out.kept.clear();
+  auto kept = out.kept.begin();
   for (int i = 0; i < c.depth; ++i) {
     const BlockWeights& bw = w.blocks[i];
     const BlockPlan& p = req.plan[i];
@@ -105,7 +136,7 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
       gatherFuse(attn, originsOut, x, scores, idx_.data(), originsIn, B, N, C, p.keep, p.fuse, -1 - i);
       std::swap(x, attn);
       std::swap(originsIn, originsOut);
-      out.kept.push_back({i, perImage, std::vector<int32_t>(originsIn, originsIn + (size_t)B * perImage)});
+      std::copy_n(originsIn, (size_t)B * perImage, (kept++)->origins.begin() + (size_t)first * perImage);
       rows = B * n[i + 1];
       lap(profileSlot(i, kReorganise));
     }
@@ -120,8 +151,8 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   // Head: LayerNorm of each image's class token (row stride N * C), then the classifier.
   const long finalStride = (long)n[c.depth] * C;
   layerNorm(headIn, x, finalStride, w.normW, w.normB, B, C, c.eps);
-  out.logits.assign((size_t)B * c.numClasses, 0.0f);
-  linear(out.logits.data(), headIn, w.headW, w.headB, B, c.numClasses, C, Epilogue::Bias);
+  linear(out.logits.data() + (size_t)first * c.numClasses, headIn, w.headW, w.headB, B, c.numClasses, C,
+         Epilogue::Bias);
   lap(kHead);
 }
 
