@@ -3,8 +3,9 @@
  */
 import * as path from 'node:path';
 import { DisposedError, InputError, NativeError, OptionsError, WeightsError } from './errors';
-import { loadBinding, PROFILE_SLOTS, type NativeModel, type Precision } from './native';
+import { loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
+import { intUpTo } from './validate';
 import { readNpy } from './npy';
 import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
@@ -65,7 +66,8 @@ export interface ForwardOptions extends ScheduleOptions {
   profile?: boolean;
 }
 
-export type BlockOp = (typeof PROFILE_SLOTS)[number];
+/** The per-block ops of a profile: the names backendInfo().profileSlots.block lists, as a type. */
+export type BlockOp = 'ln1' | 'qkv' | 'attention' | 'proj' | 'reorganise' | 'ln2' | 'fc1' | 'fc2';
 
 /** Wall time of each op of one forward pass, in ms. `reorganise` is top-k plus gather and fusion. */
 export interface ForwardProfile {
@@ -102,8 +104,6 @@ export interface ClassifyOptions extends ScheduleOptions {
   /** How many classes to report per image. Default 5 (at most the class count). */
   top?: number;
 }
-
-const MAX_BATCH = 4096;
 
 export class Model {
   readonly architecture: Architecture;
@@ -182,18 +182,24 @@ export class Model {
   }
 
   #profile(raw: Float64Array, schedule: Schedule): ForwardProfile {
-    const n = PROFILE_SLOTS.length;
+    const slots = profileSlots();
+    const out: Record<string, unknown> = {};
+    slots.model.forEach((slot, i) => {
+      out[slot] = raw[i]!;
+    });
+    const n = slots.block.length;
     const blocks = [];
     let tokens = this.numPatches;
     for (let b = 0; b < this.architecture.depth; b++) {
-      const entry = { block: b, tokens } as ForwardProfile['blocks'][number];
-      PROFILE_SLOTS.forEach((slot, j) => {
-        entry[slot] = raw[2 + b * n + j]!;
+      const entry: Record<string, number> = { block: b, tokens };
+      slots.block.forEach((slot, j) => {
+        entry[slot] = raw[slots.model.length + b * n + j]!;
       });
-      blocks.push(entry);
+      blocks.push(entry as ForwardProfile['blocks'][number]);
       tokens = schedule.tokenCounts[b]!;
     }
-    return { patchEmbed: raw[0]!, head: raw[1]!, blocks };
+    out.blocks = blocks;
+    return out as unknown as ForwardProfile;
   }
 
   /**
@@ -233,7 +239,9 @@ export class Model {
         throw new InputError(`classify inputs must be file paths or Buffers, got ${typeof item}`);
       }
     }
-    if (parts.length > MAX_BATCH) throw new InputError(`at most ${MAX_BATCH} images per call, got ${parts.length}`);
+    // Before decoding anything: the images would not fit one pass.
+    const { maxBatch } = nativeLimits();
+    if (parts.length > maxBatch) throw new InputError(`at most ${maxBatch} images per call, got ${parts.length}`);
     let packed: Float32Array | null = null;
     if (images.length) {
       const pre = await preprocessBatch(images.map((i) => i.input), this.preprocess);
@@ -294,7 +302,8 @@ export class Model {
       throw new InputError(
         `${what} has shape [${shape.join(', ')}], expected [batch, ${a.inChans}, ${this.imgSize}, ${this.imgSize}]`,
       );
-    if (b > MAX_BATCH) throw new InputError(`${what} batch ${b} exceeds the maximum of ${MAX_BATCH}`);
+    const { maxBatch } = nativeLimits();
+    if (b > maxBatch) throw new InputError(`${what} batch ${b} exceeds the maximum of ${maxBatch}`);
     if (data.length !== b * c * h * w)
       throw new InputError(`${what}.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${b * c * h * w}`);
     return [b, c, h, w];
@@ -325,8 +334,7 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
   const device = resolveDevice(options.device, loadBinding().backendInfo().cuda);
   if (device.requested === 'cpu' && options.precision !== undefined && options.precision !== 'f32')
     throw new OptionsError(`precision '${options.precision}' needs the CUDA backend; the CPU computes in f32`);
-  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
-    throw new OptionsError(`threads must be a positive integer, got ${String(options.threads)}`);
+  const threads = options.threads === undefined ? undefined : intUpTo('threads', options.threads, nativeLimits().maxThreads);
   if (options.labels !== undefined && (!Array.isArray(options.labels) || !options.labels.every((l) => typeof l === 'string')))
     throw new OptionsError('labels must be an array of strings');
 
@@ -397,16 +405,16 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
         eps: 1e-6,
       },
       record,
-      device.backend === 'cuda' ? { threads: options.threads, device: 'cuda', ...cuda } : { threads: options.threads, device: 'cpu' },
+      device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
     );
   } catch (err) {
     throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
   }
-  if (options.threads !== undefined) {
+  if (threads !== undefined) {
     const inEffect = loadBinding().backendInfo().cpu.threads;
-    if (inEffect !== options.threads)
+    if (inEffect !== threads)
       process.emitWarning(
-        `evit: threads: ${options.threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
+        `evit: threads: ${threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
         { code: 'EVIT_THREADS_FIXED' },
       );
   }

@@ -1,0 +1,9 @@
+/**
+ * The native addon as TypeScript sees it: the binding's types (types.ts), the test flavour's extra
+ * exports (testing.ts), the loader (loader.ts) and the addon's constants (info.ts). Internal: the
+ * public API is in model.ts; tests and benchmarks require this folder as `dist/native`.
+ */
+export * from './types';
+export type * from './testing';
+export * from './loader';
+export * from './info';
