@@ -2,8 +2,8 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, NativeError, OptionsError, WeightsError } from './errors';
-import { loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
+import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
+import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { intUpTo } from './validate';
 import { readNpy } from './npy';
@@ -166,12 +166,7 @@ export class Model {
     const [batch] = this.#checkInput(input);
     const { profile = false, ...scheduleOptions } = options ?? {};
     const schedule = this.scheduleFor(scheduleOptions);
-    let res;
-    try {
-      res = await native.forward(input.data, batch, schedule.keep, schedule.fuse, profile === true);
-    } catch (err) {
-      throw new NativeError(`forward pass failed: ${(err as Error).message}`, { cause: err });
-    }
+    const res = await callNativeAsync(() => native.forward(input.data, batch, schedule.keep, schedule.fuse, profile === true));
     return {
       logits: res.logits,
       shape: [batch, this.architecture.numClasses],
@@ -389,27 +384,22 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
     record.pos_embed = resizePosEmbed(tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
 
   const { Model: NativeModelClass } = loadBinding();
-  let native: NativeModel;
-  try {
-    native = new NativeModelClass(
-      {
-        embedDim: arch.embedDim,
-        depth: arch.depth,
-        numHeads: arch.numHeads,
-        patchSize: p,
-        inChans: arch.inChans,
-        gridH: grid,
-        gridW: grid,
-        numClasses: arch.numClasses,
-        mlpHidden: arch.mlpHidden,
-        eps: 1e-6,
-      },
-      record,
-      device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
-    );
-  } catch (err) {
-    throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
-  }
+  const native = callNative(() => new NativeModelClass(
+    {
+      embedDim: arch.embedDim,
+      depth: arch.depth,
+      numHeads: arch.numHeads,
+      patchSize: p,
+      inChans: arch.inChans,
+      gridH: grid,
+      gridW: grid,
+      numClasses: arch.numClasses,
+      mlpHidden: arch.mlpHidden,
+      eps: 1e-6,
+    },
+    record,
+    device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
+  ));
   if (threads !== undefined) {
     const inEffect = loadBinding().backendInfo().cpu.threads;
     if (inEffect !== threads)

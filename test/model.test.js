@@ -409,3 +409,36 @@ test('profile: the slots backendInfo().profileSlots names, per block with its to
   t.ok(Buffer.from(out.logits.buffer).equals(Buffer.from(plain.logits.buffer)), 'profiling does not change the logits');
   model.dispose();
 });
+
+test('a native failure reaches the caller as one NativeError carrying the native message', async (t) => {
+  const { callNative, callNativeAsync } = require('../dist/native');
+  const { Model } = loadBinding();
+  const { tensors } = parseSafetensors(original);
+  const record = {};
+  for (const [name, tt] of tensors) record[name] = tt.data;
+  const config = { embedDim: 48, depth: 12, numHeads: 5, patchSize: 16, inChans: 3, gridH: 14, gridW: 14, numClasses: 10, mlpHidden: 192 };
+  let direct;
+  try {
+    new Model(config, record);
+  } catch (e) {
+    direct = e;
+  }
+  t.ok(direct instanceof Error, `the binding throws: ${direct && direct.message}`);
+  try {
+    callNative(() => new Model(config, record));
+    t.fail('no error');
+  } catch (e) {
+    t.ok(e instanceof evit.NativeError, 'NativeError');
+    t.equal(e.code, 'EVIT_NATIVE');
+    t.equal(e.message, direct.message, 'the native message, unchanged and unprefixed');
+    t.equal(e.cause.message, direct.message, 'the native error is the cause');
+  }
+  const m = new Model({ ...config, numHeads: 3 }, record);
+  const keep = new Int32Array(12).fill(-1);
+  // A refused argument throws synchronously from forward(); the async call turns it into a rejection alike.
+  await rejects(t, callNativeAsync(() => m.forward(new Float32Array(3 * 224 * 224), 2, keep, new Uint8Array(12))),
+    evit.NativeError, 'EVIT_NATIVE', /^images has 150528 elements, expected 301056$/, 'a refused forward');
+  m.dispose();
+  const loadFailure = new evit.NativeError('could not load the evit native addon');
+  t.throws(() => callNative(() => { throw loadFailure; }), (e) => e === loadFailure, 'a NativeError passes through as it is');
+});
