@@ -5,10 +5,12 @@ import * as path from 'node:path';
 import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
 import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
-import { intUpTo } from './validate';
 import { readNpy } from './npy';
 import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
+import { checkImageTensor, type ImageShape, type Tensor4D } from './tensor';
+import { classifications, inputName, type Classification } from './classification';
+import { intUpTo, positiveInt } from './validate';
 import { inferArchitecture, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
 import { checkpointDefaults } from './weights/metadata';
@@ -16,6 +18,9 @@ import { cardPathFor, readModelCard, type ModelCard } from './weights/modelCard'
 import { BUNDLED_MODEL } from './bundled';
 import { readCheckpoint } from './weights/checkpoint';
 import { toDeitLayout } from './weights/deit3';
+
+export type { Tensor4D } from './tensor';
+export type { Classification, TopClass } from './classification';
 
 export interface LoadOptions extends ScheduleOptions {
   /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224'. */
@@ -46,11 +51,6 @@ export interface LoadOptions extends ScheduleOptions {
    * `config.json` beside the weights, when there is one; `false` ignores it. Explicit options win.
    */
   card?: string | false;
-}
-
-export interface Tensor4D {
-  data: Float32Array;
-  shape: readonly [number, number, number, number] | readonly number[];
 }
 
 export interface KeptTokens {
@@ -87,19 +87,6 @@ export interface ForwardOutput {
   profile?: ForwardProfile;
 }
 
-export interface TopClass {
-  index: number;
-  prob: number;
-  label: string | null;
-}
-
-export interface Classification {
-  input: string;
-  logits: number[];
-  top: TopClass[];
-  kept: { block: number; tokens: number[] }[];
-}
-
 export interface ClassifyOptions extends ScheduleOptions {
   /** How many classes to report per image. Default 5 (at most the class count). */
   top?: number;
@@ -115,6 +102,7 @@ export class Model {
   readonly backendReason: string | null;
   #native: NativeModel | null;
   #scheduleOptions: ScheduleOptions;
+  #imageShape: ImageShape;
 
   /** @internal use loadModel() */
   constructor(native: NativeModel, arch: Architecture, imgSize: number, schedule: ScheduleOptions,
@@ -127,6 +115,7 @@ export class Model {
     this.schedule = this.scheduleFor({});
     this.preprocess = preprocess;
     this.labels = labels;
+    this.#imageShape = { inChans: arch.inChans, imgSize, maxBatch: nativeLimits().maxBatch };
   }
 
   /** 'cpu' or 'cuda'. */
@@ -162,11 +151,16 @@ export class Model {
    * The input is read in place, without a copy: do not modify it until the promise settles.
    */
   async forward(input: Tensor4D, options: ForwardOptions = {}): Promise<ForwardOutput> {
-    const native = this.#alive();
-    const [batch] = this.#checkInput(input);
+    this.#alive();
+    const batch = checkImageTensor(input, this.#imageShape);
     const { profile = false, ...scheduleOptions } = options ?? {};
-    const schedule = this.scheduleFor(scheduleOptions);
-    const res = await callNativeAsync(() => native.forward(input.data, batch, schedule.keep, schedule.fuse, profile === true));
+    return this.#run(input.data, batch, this.scheduleFor(scheduleOptions), profile === true);
+  }
+
+  /** One native pass over a batch already checked. */
+  async #run(data: Float32Array, batch: number, schedule: Schedule, profile: boolean): Promise<ForwardOutput> {
+    const native = this.#alive();
+    const res = await callNativeAsync(() => native.forward(data, batch, schedule.keep, schedule.fuse, profile));
     return {
       logits: res.logits,
       shape: [batch, this.architecture.numClasses],
@@ -206,8 +200,7 @@ export class Model {
     this.#alive();
     const list = Array.isArray(inputs) ? [...inputs] : [inputs as string | Buffer];
     if (list.length === 0) throw new InputError('classify needs at least one input');
-    const top = options.top ?? 5;
-    if (!Number.isInteger(top) || top < 1) throw new OptionsError(`top must be a positive integer, got ${String(top)}`);
+    const top = positiveInt('top', options.top, 5);
     const { top: _top, ...scheduleOptions } = options;
 
     const names: string[] = [];
@@ -219,7 +212,7 @@ export class Model {
     for (const item of list) {
       if (typeof item === 'string' && item.toLowerCase().endsWith('.npy')) {
         const t = await readNpy(item);
-        const [b] = this.#checkInput(t, item);
+        const b = checkImageTensor(t, this.#imageShape, item);
         npyFiles++;
         npyData = t.data;
         for (let i = 0; i < b; i++) {
@@ -228,14 +221,14 @@ export class Model {
         }
       } else if (typeof item === 'string' || Buffer.isBuffer(item)) {
         images.push({ at: parts.length, input: item });
-        names.push(typeof item === 'string' ? item : `<buffer ${item.length} bytes>`);
+        names.push(inputName(item));
         parts.push(new Float32Array(0));
       } else {
         throw new InputError(`classify inputs must be file paths or Buffers, got ${typeof item}`);
       }
     }
     // Before decoding anything: the images would not fit one pass.
-    const { maxBatch } = nativeLimits();
+    const { maxBatch } = this.#imageShape;
     if (parts.length > maxBatch) throw new InputError(`at most ${maxBatch} images per call, got ${parts.length}`);
     let packed: Float32Array | null = null;
     if (images.length) {
@@ -250,23 +243,8 @@ export class Model {
     }
     const data = packed ?? new Float32Array(parts.length * per);
     if (!packed) parts.forEach((p, i) => data.set(p, i * per));
-    const out = await this.forward(
-      { data, shape: [parts.length, this.architecture.inChans, this.imgSize, this.imgSize] },
-      scheduleOptions,
-    );
-    const classes = this.architecture.numClasses;
-    return names.map((input, i) => {
-      const logits = Array.from(out.logits.subarray(i * classes, (i + 1) * classes));
-      return {
-        input,
-        logits,
-        top: topClasses(logits, Math.min(top, classes), this.labels),
-        kept: out.kept.map((k) => ({
-          block: k.block,
-          tokens: Array.from(k.tokens.subarray(i * k.shape[1], (i + 1) * k.shape[1])),
-        })),
-      };
-    });
+    const out = await this.#run(data, parts.length, this.scheduleFor(scheduleOptions), false);
+    return classifications(names, out, top, this.labels);
   }
 
   /** Frees the native weights. Batches already running finish first; later calls throw DisposedError. */
@@ -283,37 +261,6 @@ export class Model {
     if (!this.#native) throw new DisposedError();
     return this.#native;
   }
-
-  #checkInput(input: Tensor4D, what = 'input'): [number, number, number, number] {
-    if (input === null || typeof input !== 'object') throw new InputError(`${what} must be {data, shape}`);
-    const { data, shape } = input;
-    if (!(data instanceof Float32Array))
-      throw new InputError(`${what}.data must be a Float32Array, got ${(data as unknown as object)?.constructor?.name ?? typeof data}`);
-    if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((s) => Number.isSafeInteger(s) && s > 0))
-      throw new InputError(`${what}.shape must be [batch, channels, height, width] of positive integers, got ${JSON.stringify(shape)}`);
-    const [b, c, h, w] = shape as [number, number, number, number];
-    const a = this.architecture;
-    if (c !== a.inChans || h !== this.imgSize || w !== this.imgSize)
-      throw new InputError(
-        `${what} has shape [${shape.join(', ')}], expected [batch, ${a.inChans}, ${this.imgSize}, ${this.imgSize}]`,
-      );
-    const { maxBatch } = nativeLimits();
-    if (b > maxBatch) throw new InputError(`${what} batch ${b} exceeds the maximum of ${maxBatch}`);
-    if (data.length !== b * c * h * w)
-      throw new InputError(`${what}.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${b * c * h * w}`);
-    return [b, c, h, w];
-  }
-}
-
-export function topClasses(logits: number[], k: number, labels: readonly string[] | null): TopClass[] {
-  const max = Math.max(...logits);
-  const exps = logits.map((v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return logits
-    .map((_, i) => i)
-    .sort((a, b) => logits[b]! - logits[a]! || a - b)
-    .slice(0, k)
-    .map((index) => ({ index, prob: exps[index]! / sum, label: labels?.[index] ?? null }));
 }
 
 /**
