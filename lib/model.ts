@@ -2,22 +2,20 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
+import { DisposedError, InputError, OptionsError } from './errors';
 import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
-import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
+import { preprocessBatch, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
+import { readCardFor, resolveModelSpec, type ModelSpec } from './spec';
 import { checkImageTensor, type ImageShape, type Tensor4D } from './tensor';
 import { classifications, inputName, type Classification } from './classification';
 import { intUpTo, positiveInt } from './validate';
-import { inferArchitecture, type Architecture } from './weights/architecture';
+import type { Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
-import { checkpointDefaults } from './weights/metadata';
-import { cardPathFor, readModelCard, type ModelCard } from './weights/modelCard';
 import { BUNDLED_MODEL } from './bundled';
 import { readCheckpoint } from './weights/checkpoint';
-import { toDeitLayout } from './weights/deit3';
 
 export type { Tensor4D } from './tensor';
 export type { Classification, TopClass } from './classification';
@@ -105,17 +103,17 @@ export class Model {
   #imageShape: ImageShape;
 
   /** @internal use loadModel() */
-  constructor(native: NativeModel, arch: Architecture, imgSize: number, schedule: ScheduleOptions,
-    preprocess: Required<PreprocessOptions>, labels: readonly string[] | null, backendReason: string | null = null) {
+  constructor(native: NativeModel, spec: Pick<ModelSpec, 'architecture' | 'imgSize' | 'schedule' | 'preprocess' | 'labels'>,
+    backendReason: string | null = null) {
     this.#native = native;
     this.backendReason = backendReason;
-    this.architecture = arch;
-    this.imgSize = imgSize;
-    this.#scheduleOptions = schedule;
+    this.architecture = spec.architecture;
+    this.imgSize = spec.imgSize;
+    this.#scheduleOptions = spec.schedule;
     this.schedule = this.scheduleFor({});
-    this.preprocess = preprocess;
-    this.labels = labels;
-    this.#imageShape = { inChans: arch.inChans, imgSize, maxBatch: nativeLimits().maxBatch };
+    this.preprocess = spec.preprocess;
+    this.labels = spec.labels;
+    this.#imageShape = { inChans: spec.architecture.inChans, imgSize: spec.imgSize, maxBatch: nativeLimits().maxBatch };
   }
 
   /** 'cpu' or 'cuda'. */
@@ -281,54 +279,14 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
     throw new OptionsError('labels must be an array of strings');
 
   const checkpoint = await readCheckpoint(path.resolve(file));
-  const { metadata } = checkpoint;
-  // DeiT III (LayerScale, no class-token position embedding) runs as the equivalent DeiT.
-  const { tensors } = toDeitLayout(checkpoint.tensors);
-  const card: ModelCard | null = options.card === false
-    ? null
-    : await readModelCard(path.resolve(options.card ?? cardPathFor(file)), options.card !== undefined);
-  // Precedence: explicit options, then the model card, then the checkpoint's own metadata.
-  const defaults = { ...checkpointDefaults(metadata, file), ...definedOnly(card?.schedule ?? {}) };
-  const namedArch = options.arch ?? (options.numHeads === undefined ? card?.arch ?? defaults.arch : undefined);
-  const arch = inferArchitecture(tensors, {
-    arch: namedArch,
-    numHeads: options.numHeads ?? (namedArch === undefined ? card?.numHeads : undefined),
-  });
-  if (options.labels !== undefined && options.labels.length !== arch.numClasses)
-    throw new OptionsError(`labels has ${options.labels.length} names but the model has ${arch.numClasses} classes`);
-  if (options.labels === undefined && card?.labels !== undefined && card.labels.length !== arch.numClasses)
-    throw new WeightsError(`model card ${card.file} has ${card.labels.length} labels but the model has ${arch.numClasses} classes`);
-  if (card?.preprocess.channels !== undefined && card.preprocess.channels !== arch.inChans)
-    throw new WeightsError(`model card ${card.file} says ${card.preprocess.channels} channels but the weights take ${arch.inChans}`);
-  const p = arch.patchSize;
-  const imgSize = options.imgSize ?? card?.imgSize ?? arch.gridSize[0] * p;
-  if (!Number.isInteger(imgSize) || imgSize < p || imgSize % p !== 0)
-    throw new OptionsError(`imgSize must be a positive multiple of the patch size ${p}, got ${String(imgSize)}`);
-  if (arch.gridSize[0] !== arch.gridSize[1] && options.imgSize !== undefined)
-    throw new OptionsError('imgSize cannot resize a non-square position grid');
-  const grid = imgSize / p;
-
-  // Explicit options win over what the checkpoint says it was trained with.
-  const scheduleOptions: ScheduleOptions = {
-    keepRate: options.keepRate ?? (options.keepCounts === undefined ? defaults.keepRate : undefined),
-    dropLoc: options.dropLoc ?? defaults.dropLoc,
-    fuse: options.fuse ?? defaults.fuse,
-    keepCounts: options.keepCounts,
-  };
-  // Validate the schedule now so a bad option fails at load, not at the first batch.
-  keepSchedule(arch.depth, grid * grid, scheduleOptions);
-  const cardPreprocess = definedOnly(card?.preprocess ?? {});
-  // A card's resize was chosen for its input size; with another imgSize, keep only its crop fraction.
-  if (card?.imgSize !== undefined && imgSize !== card.imgSize && cardPreprocess.resizeSize !== undefined) {
-    cardPreprocess.cropPct ??= Math.min(1, card.imgSize / cardPreprocess.resizeSize);
-    delete cardPreprocess.resizeSize;
-  }
-  const preprocess = resolvePreprocess({ ...cardPreprocess, ...definedOnly(options.preprocess ?? {}), imgSize, channels: arch.inChans as 1 | 3 });
+  const card = await readCardFor(file, options.card);
+  const spec = resolveModelSpec(checkpoint, card, options, file);
+  const { architecture: arch, grid } = spec;
 
   const record: Record<string, Float32Array> = {};
-  for (const [name, t] of tensors) record[name] = t.data;
+  for (const [name, t] of spec.tensors) record[name] = t.data;
   if (grid !== arch.gridSize[0] || grid !== arch.gridSize[1])
-    record.pos_embed = resizePosEmbed(tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
+    record.pos_embed = resizePosEmbed(spec.tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
 
   const { Model: NativeModelClass } = loadBinding();
   const native = callNative(() => new NativeModelClass(
@@ -336,7 +294,7 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
       embedDim: arch.embedDim,
       depth: arch.depth,
       numHeads: arch.numHeads,
-      patchSize: p,
+      patchSize: arch.patchSize,
       inChans: arch.inChans,
       gridH: grid,
       gridW: grid,
@@ -355,9 +313,5 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
         { code: 'EVIT_THREADS_FIXED' },
       );
   }
-  return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? card?.labels ?? null, device.reason);
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  return new Model(native, spec, device.reason);
 }
