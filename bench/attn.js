@@ -3,7 +3,7 @@
 /**
  * Attention and reorganisation microbenchmark (issue: the speed picture per block).
  *
- *   npm run bench:attn            (or `evit bench attn`; needs `npm run build` first)
+ *   npm run bench:attn            (needs `npm run build` first)
  *   node bench/attn.js --quick    (tiny sizes, a few runs: a smoke test, not numbers to quote)
  *   node bench/attn.js --out DIR  (write the CSV, markdown and plots to DIR)
  *   --threads N                   CPU threads of evit's pool (default: one per core)
