@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "../src/backend.h"
-#include "../src/cuda_backend.h"
-#include "../src/host_weights.h"
+#include "../src/backend/backend.h"
+#include "../src/backend/cuda_backend.h"
+#include "../src/backend/host_weights.h"
 #include "device_weights.h"
 #include "execution_context.h"
 

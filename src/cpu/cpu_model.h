@@ -4,8 +4,8 @@
 #include <memory>
 #include <vector>
 
-#include "../backend.h"
-#include "../host_weights.h"
+#include "../backend/backend.h"
+#include "../backend/host_weights.h"
 
 namespace evit::cpu {
 

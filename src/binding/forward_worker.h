@@ -5,7 +5,7 @@
 
 #include <memory>
 
-#include "backend.h"
+#include "../backend/backend.h"
 
 namespace evit {
 
@@ -25,7 +25,6 @@ class ForwardWorker : public Napi::AsyncWorker {
   std::shared_ptr<PreparedModel> model_;
   ForwardRequest req_;
   ForwardResult result_;
-  bool argumentError_ = false;
   // Keep the model object and the caller's input alive while native code reads them.
   Napi::ObjectReference owner_;
   Napi::Reference<Napi::TypedArray> images_;

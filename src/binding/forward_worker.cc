@@ -4,6 +4,8 @@
 #include <new>
 #include <utility>
 
+#include "js_errors.h"
+
 namespace evit {
 
 ForwardWorker::ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model, ForwardRequest req,
@@ -18,9 +20,6 @@ ForwardWorker::ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model
 void ForwardWorker::Execute() {
   try {
     model_->forward(req_, result_);
-  } catch (const ArgumentError& e) {
-    argumentError_ = true;
-    SetError(e.what());
   } catch (const std::bad_alloc&) {
     SetError("out of memory running the forward pass");
   } catch (const std::exception& e) {
@@ -60,8 +59,7 @@ void ForwardWorker::OnOK() {
 void ForwardWorker::OnError(const Napi::Error& e) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
-  Napi::Error err = argumentError_ ? Napi::RangeError::New(env, e.Message()) : Napi::Error::New(env, e.Message());
-  deferred_.Reject(err.Value());
+  deferred_.Reject(nativeFailure(env, e.Message()).Value());
 }
 
 }  // namespace evit

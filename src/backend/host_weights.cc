@@ -39,7 +39,6 @@ std::vector<TensorSpec> tensorSpecs(const ModelConfig& c) {
 }
 
 HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup) {
-  validateConfig(cfg);
   const auto specs = tensorSpecs(cfg);
   std::vector<HostTensor> src;
   src.reserve(specs.size());

@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "backend.h"
+#include "../backend/backend.h"
 
 namespace evit {
 

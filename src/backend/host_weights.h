@@ -26,8 +26,9 @@ struct HostTensor {
 
 class HostWeights {
  public:
-  // lookup(name) returns the caller's tensor or {nullptr, 0} when absent; throws ArgumentError
-  // naming the first missing tensor or the first one whose size differs from the spec.
+  // cfg has passed validateConfig. lookup(name) returns the caller's tensor or {nullptr, 0} when
+  // absent; throws ArgumentError naming the first missing tensor or the first one whose size
+  // differs from the spec, so the copy never reads past a caller's array.
   HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup);
   ~HostWeights();
   HostWeights(const HostWeights&) = delete;
