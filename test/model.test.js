@@ -432,6 +432,7 @@ test('a native failure reaches the caller as one NativeError carrying the native
     t.equal(e.code, 'EVIT_NATIVE');
     t.equal(e.message, direct.message, 'the native message, unchanged and unprefixed');
     t.equal(e.cause.message, direct.message, 'the native error is the cause');
+    t.equal(e.cause.code, 'EVIT_NATIVE_ARGUMENT', "the cause keeps the binding's code: it refused its arguments");
   }
   const m = new Model({ ...config, numHeads: 3 }, record);
   const keep = new Int32Array(12).fill(-1);

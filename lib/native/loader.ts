@@ -98,23 +98,7 @@ function loadCandidate(c: AddonCandidate, exists: (f: string) => boolean): { bin
   // A file that loads but is not this addon (or an older one) must not be taken for it.
   const missing = (['Model', 'backendInfo'] as const).filter((k) => mod[k] === undefined);
   if (missing.length) return { error: `loaded, but it is not a compatible evit addon (missing ${missing.join(', ')})` };
-  return { binding: fromAddonBeforeNativeTree(mod as NativeBinding & Record<string, unknown>) };
-}
-
-// TEMPORARY, until the native tree is merged: the addon built from this branch still has the old shape
-// (ops, cudaOps and cudaHost at the top level; no limits or profileSlots), so present it in the new one.
-function fromAddonBeforeNativeTree(mod: NativeBinding & Record<string, unknown>): NativeBinding {
-  if (mod.testing !== undefined || mod.ops === undefined) return mod;
-  const info = mod.backendInfo.bind(mod) as () => Omit<ReturnType<NativeBinding['backendInfo']>, 'limits' | 'profileSlots'>;
-  return {
-    ...mod,
-    backendInfo: () => ({
-      ...info(),
-      limits: { maxBatch: 4096, maxThreads: 1024, maxStreams: 16 },
-      profileSlots: { model: ['patchEmbed', 'head'], block: ['ln1', 'qkv', 'attention', 'proj', 'reorganise', 'ln2', 'fc1', 'fc2'] },
-    }),
-    testing: { ops: mod.ops, cudaOps: mod.cudaOps, cudaHost: mod.cudaHost } as NativeBinding['testing'],
-  };
+  return { binding: mod as NativeBinding };
 }
 
 /** The error when no candidate loads: what was tried, why each failed, and how to build from source. */
