@@ -9,13 +9,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { OptionsError, WeightsError } from '../errors';
-import { keepSchedule } from '../schedule';
+import { checkRecordedSchedule, describeArchitecture } from '../spec';
 import { namedArch } from '../weights/architecture';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
-import { checkpointDefaults } from '../weights/metadata';
 import { serializeSafetensors, type DType, type TensorToWrite } from '../weights/safetensors';
 import { UsageError, num } from './args';
-import { describeCheckpoint, formatBytes } from './inspect';
+import { formatBytes } from './inspect';
 
 export const usage = `  evit convert IN OUT.safetensors [options]         convert a .pth checkpoint to safetensors`;
 
@@ -50,8 +49,15 @@ export interface ConvertOptions {
  * @throws WeightsError when the checkpoint is not a model evit runs
  */
 export function toSafetensors(ckpt: Checkpoint, source: string, options: ConvertOptions = {}): Buffer {
-  const report = describeCheckpoint(ckpt, source);
-  if (!report.architecture) throw new WeightsError(`${source}: not converted: ${report.architectureError}`);
+  const stored = describeArchitecture(ckpt, null);
+  if (!stored.architecture) throw new WeightsError(`${source}: not converted: ${stored.error}`);
+  const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
+  if (metadata.arch === undefined && stored.architecture.arch !== null) metadata.arch = stored.architecture.arch;
+  // What is recorded must load: decided as loadModel decides, from the metadata written (no card beside OUT).
+  if (metadata.arch !== undefined && !namedArch(metadata.arch)) throw new OptionsError(`${source}: unknown arch "${metadata.arch}"`);
+  const recorded = describeArchitecture({ ...ckpt, metadata }, null);
+  if (!recorded.architecture) throw new WeightsError(`${source}: not converted: ${recorded.error}`);
+  checkRecordedSchedule(metadata, recorded.architecture, source);
   const out = new Map<string, TensorToWrite>();
   for (const [name, t] of ckpt.tensors) {
     const dtype = outputDType(ckpt.dtypes.get(name), options.dtype);
@@ -64,15 +70,6 @@ export function toSafetensors(ckpt: Checkpoint, source: string, options: Convert
     }
     out.set(name, { dtype, shape: t.shape, data: t.data });
   }
-  const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
-  if (metadata.arch === undefined && report.architecture.arch !== null) metadata.arch = report.architecture.arch;
-  // What is recorded must load: the same checks loadModel makes.
-  const defaults = checkpointDefaults(metadata, source);
-  if (defaults.arch !== undefined && !namedArch(defaults.arch))
-    throw new OptionsError(`${source}: unknown arch "${defaults.arch}"`);
-  const a = report.architecture;
-  // Only what is recorded is checked: the defaults (blocks 3, 6, 9) may not fit a shallow model.
-  keepSchedule(a.depth, a.gridSize[0] * a.gridSize[1], { keepRate: defaults.keepRate, dropLoc: defaults.dropLoc ?? [], fuse: defaults.fuse });
   return serializeSafetensors(out, metadata);
 }
 
@@ -99,10 +96,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (path.resolve(input) === path.resolve(output)) throw new UsageError('convert would overwrite its input; choose another OUT');
   const metadata: Record<string, string> = {};
-  if (values.arch !== undefined) {
-    if (!namedArch(values.arch)) throw new OptionsError(`unknown arch "${values.arch}"`);
-    metadata.arch = values.arch;
-  }
+  if (values.arch !== undefined) metadata.arch = values.arch;
   const rate = num('keep-rate', values['keep-rate']);
   if (rate !== undefined) metadata['evit.keep_rate'] = String(rate);
   if (values['drop-loc'] !== undefined) {
