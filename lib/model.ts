@@ -12,7 +12,7 @@ import { readCardFor, resolveModelSpec, type ModelSpec } from './spec';
 import { checkImageTensor, type ImageShape, type Tensor4D } from './tensor';
 import { classifications, inputName, type Classification } from './classification';
 import { intUpTo, positiveInt } from './validate';
-import type { Architecture } from './weights/architecture';
+import { requiredTensors, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
 import { BUNDLED_MODEL } from './bundled';
 import { readCheckpoint } from './weights/checkpoint';
@@ -146,7 +146,7 @@ export class Model {
 
   /**
    * Runs a preprocessed batch [B, C, H, W]. Schedule options override the model's for this call.
-   * The input is read in place, without a copy: do not modify it until the promise settles.
+   * The addon copies the input when the call is made: the caller may reuse, transfer or resize it at once.
    */
   async forward(input: Tensor4D, options: ForwardOptions = {}): Promise<ForwardOutput> {
     this.#alive();
@@ -282,9 +282,16 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
   const card = await readCardFor(file, options.card);
   const spec = resolveModelSpec(checkpoint, card, options, file);
   const { architecture: arch, grid } = spec;
+  const { maxPatches } = nativeLimits();
+  if (grid * grid > maxPatches)
+    throw new OptionsError(
+      `imgSize ${spec.imgSize} makes a ${grid}×${grid} patch grid (${grid * grid} patches); the addon takes at most ` +
+        `${maxPatches} (imgSize up to ${Math.floor(Math.sqrt(maxPatches)) * arch.patchSize} at patch ${arch.patchSize})`,
+    );
 
+  // Only the tensors the forward pass reads: a .pth inflates a storage when its data is first read.
   const record: Record<string, Float32Array> = {};
-  for (const [name, t] of spec.tensors) record[name] = t.data;
+  for (const name of requiredTensors(arch).keys()) record[name] = spec.tensors.get(name)!.data;
   if (grid !== arch.gridSize[0] || grid !== arch.gridSize[1])
     record.pos_embed = resizePosEmbed(spec.tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
 

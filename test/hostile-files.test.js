@@ -134,3 +134,38 @@ test('numeric CLI options are plain decimals too', (t) => {
   }
   t.end();
 });
+
+test('loadModel inflates only the tensors the model reads: a damaged extra tensor does not stop it', async (t) => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const { loadModel, readSafetensors } = require('../dist');
+  const golden = require('./fixtures/pth/golden.json');
+  const twin = path.join(__dirname, 'fixtures', 'pth', 'deit-mini.safetensors');
+  const { tensors } = await readSafetensors(twin);
+  const entries = {};
+  const files = {};
+  let key = 0;
+  for (const [name, tt] of tensors) {
+    const strides = tt.shape.map((_, i) => tt.shape.slice(i + 1).reduce((a, b) => a * b, 1));
+    entries[name] = h.tensor({ key: String(key), numel: tt.data.length }, 0, tt.shape, strides);
+    files[`data/${key++}`] = Buffer.from(tt.data.buffer, tt.data.byteOffset, tt.data.byteLength);
+  }
+  // A tensor the model never reads, deflated and with a wrong CRC: loading must not inflate it.
+  entries['extra.never_read'] = f32tensor(String(key), 4096);
+  files[`data/${key}`] = sparseNoise(4096 * 4);
+  const file = path.join(os.tmpdir(), `evit-lazy-${process.pid}.pth`);
+  fs.writeFileSync(file, h.zip({ 'data.pkl': h.stateDictPickle(entries), ...files }, { deflate: [`data/${key}`], badCrc: [`data/${key}`] }));
+  try {
+    const opts = { numHeads: golden.model.numHeads, card: false, dropLoc: [1, 2] };
+    const fromPth = await loadModel(file, opts);
+    const fromSt = await loadModel(twin, opts);
+    const input = { data: new Float32Array(3 * fromSt.imgSize ** 2).fill(0.3), shape: [1, 3, fromSt.imgSize, fromSt.imgSize] };
+    const [a, b] = await Promise.all([fromPth.forward(input), fromSt.forward(input)]);
+    t.deepEqual(Array.from(a.logits), Array.from(b.logits), 'the model loads and matches its safetensors twin');
+    fromPth.dispose();
+    fromSt.dispose();
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+});

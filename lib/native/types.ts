@@ -77,6 +77,8 @@ export interface NativeLimits {
   maxThreads: number;
   /** CUDA execution contexts (the `streams` option). */
   maxStreams: number;
+  /** Image tokens per image: the patch grid of the largest input size. */
+  maxPatches: number;
 }
 
 /** Names of the entries of NativeForwardResult.profile: the model slots, then the block slots per block. */

@@ -90,7 +90,7 @@ const MAX_LONG_BYTES = 64;
 // thousands of values; these bounds stop a crafted pickle from building hundreds of megabytes
 // of values before it fails.
 const MAX_VALUES = 1 << 22;
-const MAX_MEMO = 1 << 20;
+const MAX_MEMO = 1 << 18;
 const MAX_MARK_DEPTH = 1 << 12;
 const MAX_PROTOCOL = 5;
 
