@@ -169,3 +169,58 @@ test('loadModel inflates only the tensors the model reads: a damaged extra tenso
     fs.rmSync(file, { force: true });
   }
 });
+
+test('evit convert never replaces its input under another name, nor a FIFO or directory at OUT', (t) => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const { spawnSync } = require('node:child_process');
+  const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evit-convert-hostile-'));
+  const orig = path.join(dir, 'orig.pth');
+  fs.copyFileSync(path.join(__dirname, 'fixtures', 'pth', 'deit-mini.pth'), orig);
+  const before = fs.readFileSync(orig);
+  const run = (...args) => spawnSync(process.execPath, [cli, 'convert', ...args], { encoding: 'utf8' });
+  try {
+    fs.symlinkSync(orig, path.join(dir, 'alias.pth'));
+    fs.linkSync(orig, path.join(dir, 'hard.pth'));
+    for (const [label, input, output] of [
+      ['a symlink to OUT as IN', path.join(dir, 'alias.pth'), orig],
+      ['IN written through a symlink OUT', orig, path.join(dir, 'alias.pth')],
+      ['a hard link of IN as OUT', orig, path.join(dir, 'hard.pth')],
+      ['the same file by a relative path', orig, path.relative(process.cwd(), orig)],
+    ]) {
+      const r = run(input, output, '--dtype', 'f16');
+      t.equal(r.status, 2, `${label}: usage error`);
+      t.match(r.stderr, /would overwrite its input/, `${label}: says why`);
+    }
+    t.ok(fs.readFileSync(orig).equals(before), 'the original is untouched');
+    t.ok(fs.lstatSync(path.join(dir, 'alias.pth')).isSymbolicLink(), 'the symlink is still a symlink');
+
+    const fifo = path.join(dir, 'pipe');
+    const mk = spawnSync('mkfifo', [fifo]);
+    if (mk.status === 0) {
+      const r = run(orig, fifo);
+      t.equal(r.status, 2, 'a FIFO at OUT: usage error');
+      t.match(r.stderr, /exists and is a FIFO/, 'a FIFO at OUT: says why');
+      t.ok(fs.lstatSync(fifo).isFIFO(), 'the FIFO is still a FIFO');
+    } else {
+      t.fail(`mkfifo is needed for this check: ${mk.error?.message ?? mk.stderr}`);
+    }
+    fs.mkdirSync(path.join(dir, 'adir'));
+    const r = run(orig, path.join(dir, 'adir'));
+    t.equal(r.status, 2, 'a directory at OUT: usage error');
+    t.match(r.stderr, /exists and is a directory/);
+
+    // A regular OUT reached through a symlink is written where the link points; the link stays.
+    fs.writeFileSync(path.join(dir, 'target.safetensors'), 'old');
+    fs.symlinkSync(path.join(dir, 'target.safetensors'), path.join(dir, 'link.safetensors'));
+    const ok = run(orig, path.join(dir, 'link.safetensors'));
+    t.equal(ok.status, 0, ok.stderr);
+    t.ok(fs.lstatSync(path.join(dir, 'link.safetensors')).isSymbolicLink(), 'the link is kept');
+    t.ok(fs.statSync(path.join(dir, 'target.safetensors')).size > 1000, 'the file it points to holds the result');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  t.end();
+});

@@ -73,6 +73,44 @@ export function toSafetensors(ckpt: Checkpoint, source: string, options: Convert
   return serializeSafetensors(out, metadata);
 }
 
+/**
+ * Where OUT is written: the file it names, through symlinks. Refuses an OUT that is the input under
+ * any name (a symlink, a hard link, another path to the same file) and one that exists but is not a
+ * regular file (a FIFO, a device, a directory), which renaming over it would destroy.
+ */
+async function outputTarget(input: string, output: string): Promise<string> {
+  const out = path.resolve(output);
+  let existing: import('node:fs').Stats | null = null;
+  let target = out;
+  try {
+    target = await fsp.realpath(out);
+    existing = await fsp.stat(target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new OptionsError(`cannot check ${output}: ${(e as Error).message}`);
+  }
+  if (existing && !existing.isFile())
+    throw new UsageError(`convert writes regular files; ${output} exists and is ${fileKind(existing)}`);
+  let source: import('node:fs').Stats | null = null;
+  try {
+    source = await fsp.stat(path.resolve(input));
+  } catch {
+    // A missing input is reported when it is read.
+  }
+  const same = existing && source && existing.dev === source.dev && existing.ino === source.ino;
+  if (same || (source && target === (await fsp.realpath(path.resolve(input)))))
+    throw new UsageError(`convert would overwrite its input (${output} is ${input}); choose another OUT`);
+  return target;
+}
+
+function fileKind(s: import('node:fs').Stats): string {
+  if (s.isDirectory()) return 'a directory';
+  if (s.isFIFO()) return 'a FIFO';
+  if (s.isCharacterDevice()) return 'a character device';
+  if (s.isBlockDevice()) return 'a block device';
+  if (s.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -94,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
     dtype = DTYPES[values.dtype.toLowerCase()];
     if (!dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(values.dtype)}`);
   }
-  if (path.resolve(input) === path.resolve(output)) throw new UsageError('convert would overwrite its input; choose another OUT');
+  const target = await outputTarget(input, output);
   const metadata: Record<string, string> = {};
   if (values.arch !== undefined) metadata.arch = values.arch;
   const rate = num('keep-rate', values['keep-rate']);
@@ -108,13 +146,14 @@ export async function run(argv: string[]): Promise<number> {
 
   const ckpt = await readCheckpoint(path.resolve(input), { key: values.key });
   const bytes = toSafetensors(ckpt, input, { dtype, metadata });
-  // Write beside the target and rename, so a failed write never leaves a partial OUT.
-  const tmp = `${path.resolve(output)}.${process.pid}.tmp`;
+  // Write beside the target and rename, so a failed write never leaves a partial OUT. The temporary
+  // name is created exclusively: it never follows or replaces something already there.
+  const tmp = `${target}.${process.pid}.tmp`;
   try {
-    await fsp.writeFile(tmp, bytes);
-    await fsp.rename(tmp, path.resolve(output));
+    await fsp.writeFile(tmp, bytes, { flag: 'wx' });
+    await fsp.rename(tmp, target);
   } catch (e) {
-    await fsp.rm(tmp, { force: true });
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') await fsp.rm(tmp, { force: true });
     throw new OptionsError(`cannot write ${output}: ${(e as Error).message}`, { cause: e });
   }
   const dtypes = [...new Set([...ckpt.tensors.keys()].map((n) => outputDType(ckpt.dtypes.get(n), dtype)))];
