@@ -2,14 +2,14 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, OptionsError } from './errors';
+import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
 import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
 import { preprocessBatch, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
 import { readCardFor, resolveModelSpec, type ModelSpec } from './spec';
-import { checkImageTensor, type ImageShape, type Tensor4D } from './tensor';
+import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from './tensor';
 import { classifications, inputName, type Classification } from './classification';
 import { intUpTo, positiveInt } from './validate';
 import { requiredTensors, type Architecture } from './weights/architecture';
@@ -291,7 +291,12 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
 
   // Only the tensors the forward pass reads: a .pth inflates a storage when its data is first read.
   const record: Record<string, Float32Array> = {};
-  for (const name of requiredTensors(arch).keys()) record[name] = spec.tensors.get(name)!.data;
+  for (const name of requiredTensors(arch).keys()) {
+    const data = spec.tensors.get(name)!.data;
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new WeightsError(`tensor ${name} holds ${data[bad]} at element ${bad}; weights must be finite numbers`);
+    record[name] = data;
+  }
   if (grid !== arch.gridSize[0] || grid !== arch.gridSize[1])
     record.pos_embed = resizePosEmbed(spec.tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
 

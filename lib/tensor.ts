@@ -32,3 +32,9 @@ export function checkImageTensor(input: Tensor4D, want: ImageShape, what = 'inpu
     throw new InputError(`${what}.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${b * c * h * w}`);
   return b;
 }
+
+/** The index of the first NaN or infinity in `data`, or -1. */
+export function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return i;
+  return -1;
+}

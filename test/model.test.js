@@ -339,14 +339,17 @@ test('checkpoint metadata supplies the trained schedule and arch; options overri
   await rejects(t, loadModel(archMeta, {}), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /deit_small_patch16_224/, 'a stored arch that disagrees with the tensors');
 });
 
-test('non-finite inputs run to completion with valid kept tokens', async (t) => {
+test('non-finite inputs are refused; values that overflow inside the pass still run to completion with valid kept tokens', async (t) => {
   const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 0.5 });
   const data = new Float32Array(2 * 3 * 224 * 224);
-  data.fill(NaN, 0, 3 * 224 * 224); // image 0: all NaN
-  for (let i = 3 * 224 * 224; i < data.length; i += 97) data[i] = i % 2 ? Infinity : -Infinity; // image 1: some inf
+  data.fill(NaN, 0, 3 * 224 * 224);
+  await rejects(t, model.forward({ data, shape: [2, 3, 224, 224] }), evit.InputError, 'EVIT_BAD_INPUT', /non-finite/, 'NaN input');
+  // Finite, but the patch embedding's sums overflow to infinity: NaN from there on.
+  data.fill(3e38, 0, 3 * 224 * 224); // image 0: near FLT_MAX everywhere
+  for (let i = 3 * 224 * 224; i < data.length; i++) data[i] = (i % 97) ? 0.1 : (i % 2 ? 3e38 : -3e38); // image 1: some
   const out = await model.forward({ data, shape: [2, 3, 224, 224] });
   t.equal(out.logits.length, 20);
-  t.ok(out.logits.subarray(0, 10).every(Number.isNaN), 'NaN in, NaN logits out');
+  t.ok(out.logits.subarray(0, 10).every(Number.isNaN), 'overflow inside the pass: NaN logits out');
   for (const k of out.kept) {
     for (let b = 0; b < 2; b++) {
       const row = Array.from(k.tokens.subarray(b * k.shape[1], (b + 1) * k.shape[1]));
