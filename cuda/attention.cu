@@ -20,7 +20,10 @@
 #include "attention_internal.h"
 #include "element_type.cuh"
 #include "kernels.h"
+#include "launch.cuh"
+#include "shared_memory.cuh"
 #include "smem_limit.cuh"
+#include "softmax_row.cuh"
 #include "tile_index.h"
 
 namespace evit::cuda {
@@ -49,8 +52,7 @@ template <class T, bool kWithProbs>
 __global__ void __launch_bounds__(kAttnThreads) attentionKernel(const T* __restrict__ qkv, T* __restrict__ out,
                                                                 float* __restrict__ clsProbs, int N, int heads,
                                                                 int d, float scale) {
-  extern __shared__ __align__(16) float smemf[];
-  float* q = smemf;                              // [kAttnRows][d]
+  float* q = dynamicShared<float>();                             // [kAttnRows][d]
   float* kv = q + kAttnRows * d;                 // [kAttnKeys][d + 1]
   float* s = kv + kAttnKeys * (d + 1);           // [kAttnRows][N]
   const int q0 = blockIdx.x * kAttnRows, h = blockIdx.y, b = blockIdx.z;
@@ -83,23 +85,8 @@ __global__ void __launch_bounds__(kAttnThreads) attentionKernel(const T* __restr
   // Pass 2: exact softmax, one warp per row, fp32 throughout.
   const int warp = tid / 32, lane = tid % 32;
   for (int r = warp; r < kAttnRows && q0 + r < N; r += kAttnThreads / 32) {
-    float* sr = s + r * N;
-    float mx = -INFINITY;
-    for (int j = lane; j < N; j += 32) mx = fmaxf(mx, sr[j]);
-    mx = warpMax(mx);
-    float sum = 0.0f;
-    for (int j = lane; j < N; j += 32) {
-      const float e = expf(sr[j] - mx);
-      sr[j] = e;
-      sum += e;
-    }
-    const float inv = 1.0f / warpSum(sum);
     float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * N : nullptr;
-    for (int j = lane; j < N; j += 32) {
-      const float p = sr[j] * inv;
-      sr[j] = p;
-      if (kWithProbs && probsOut) probsOut[j] = p;
-    }
+    warpSoftmaxRow(s + r * N, N, N, probsOut, lane);
   }
 
   // Pass 3: out = P·V, values staged like the keys; thread = a fixed set of (row, channel).
@@ -145,12 +132,13 @@ void attentionSimt(const T* qkv, T* out, float* clsProbs, int B, int N, int head
   const float scale = 1.0f / std::sqrt((float)headDim);
   if (clsProbs) {
     reserveSharedMemory(attentionKernel<T, true>, bytes, "attention (SIMT)");
-    attentionKernel<T, true><<<grid, kAttnThreads, bytes, s>>>(qkv, out, clsProbs, N, heads, headDim, scale);
+    launchKernel("attention (SIMT)", attentionKernel<T, true>, grid, kAttnThreads, bytes, s, qkv, out, clsProbs, N, heads,
+                 headDim, scale);
   } else {
     reserveSharedMemory(attentionKernel<T, false>, bytes, "attention (SIMT)");
-    attentionKernel<T, false><<<grid, kAttnThreads, bytes, s>>>(qkv, out, nullptr, N, heads, headDim, scale);
+    launchKernel("attention (SIMT)", attentionKernel<T, false>, grid, kAttnThreads, bytes, s, qkv, out, nullptr, N,
+                 heads, headDim, scale);
   }
-  EVIT_CUDA_CHECK_LAUNCH();
 }
 
 template <class T>

@@ -12,8 +12,11 @@
 
 #include "attention_internal.h"
 #include "element_type.cuh"
+#include "launch.cuh"
 #include "mma_ptx.cuh"
+#include "shared_memory.cuh"
 #include "smem_limit.cuh"
+#include "softmax_row.cuh"
 #include "tile_index.h"
 
 namespace evit::cuda {
@@ -45,7 +48,7 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
                                                           float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int MAXK = MAXD / 16;  // k16 steps over the head dim
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamicShared<unsigned char>();
   const int kvStride = attnKvStride(d), sStride = attnScoreStride(N);
   T* kv = reinterpret_cast<T*>(smem);                                         // [2][keys][kvStride]
   float* scores = reinterpret_cast<float*>(kv + 2 * kAttnMmaKeys * kvStride);  // [warps·16][sStride]
@@ -117,23 +120,8 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
       __syncwarp();
       const int padded = chunks * kAttnMmaKeys;
       for (int r = 0; r < 16; ++r) {
-        float* sr = sw + r * sStride;
-        float mx = -INFINITY;
-        for (int j = lane; j < N; j += 32) mx = fmaxf(mx, sr[j]);
-        mx = warpMax(mx);
-        float sum = 0.0f;
-        for (int j = lane; j < N; j += 32) {
-          const float e = expf(sr[j] - mx);
-          sr[j] = e;
-          sum += e;
-        }
-        const float inv = 1.0f / warpSum(sum);
         float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * N : nullptr;
-        for (int j = lane; j < padded; j += 32) {
-          const float p = j < N ? sr[j] * inv : 0.0f;
-          sr[j] = p;
-          if (kWithProbs && probsOut && j < N) probsOut[j] = p;
-        }
+        warpSoftmaxRow(sw + r * sStride, N, padded, probsOut, lane);
       }
       __syncwarp();
     }
@@ -187,12 +175,13 @@ void launch(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int 
   const float scale = 1.0f / std::sqrt((float)d);
   if (clsProbs) {
     reserveSharedMemory(attentionMmaKernel<T, MAXD, true>, bytes, "attention (tensor cores)");
-    attentionMmaKernel<T, MAXD, true><<<grid, 32 * warps, bytes, s>>>(qkv, out, clsProbs, N, heads, d, scale);
+    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, true>, grid, 32 * warps, bytes, s, qkv, out,
+                 clsProbs, N, heads, d, scale);
   } else {
     reserveSharedMemory(attentionMmaKernel<T, MAXD, false>, bytes, "attention (tensor cores)");
-    attentionMmaKernel<T, MAXD, false><<<grid, 32 * warps, bytes, s>>>(qkv, out, nullptr, N, heads, d, scale);
+    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, false>, grid, 32 * warps, bytes, s, qkv, out,
+                 nullptr, N, heads, d, scale);
   }
-  EVIT_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // float → T, for weights at upload and for tests. Grid-stride so any n fits one launch.
 #include "element_type.cuh"
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace evit::cuda {
 
@@ -18,8 +19,7 @@ template <class T>
 void convert(const float* src, T* dst, long n, cudaStream_t s) {
   if (n <= 0) return;
   const unsigned blocks = ceilDiv(n, 256) < 65535u ? ceilDiv(n, 256) : 65535u;
-  convertKernel<T><<<blocks, 256, 0, s>>>(src, dst, n);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("convert", convertKernel<T>, blocks, 256, 0, s, src, dst, n);
 }
 
 template void convert<float>(const float*, float*, long, cudaStream_t);

@@ -1,6 +1,6 @@
 // The CUDA kernels of the forward pass, one file per op in cuda/. Shapes and
 // layouts mirror the CPU ops in src/cpu/ops.h, which are their references.
-// Every launcher checks its launch (EVIT_CUDA_CHECK) and throws CudaError;
+// Every launcher checks its launch (launch.cuh) and throws CudaError;
 // callers (the CUDA backend, the test binding) validate shapes beforehand.
 //
 // Element types: the residual stream is always float. GEMM operands and the
@@ -29,8 +29,6 @@ void throwCuda(cudaError_t err, const char* what, const char* file, int line);
     cudaError_t evit_err_ = (expr);                                                 \
     if (evit_err_ != cudaSuccess) ::evit::cuda::throwCuda(evit_err_, #expr, __FILE__, __LINE__); \
   } while (0)
-// After a <<<>>> launch: configuration errors surface here, not at the next sync.
-#define EVIT_CUDA_CHECK_LAUNCH() EVIT_CUDA_CHECK(cudaGetLastError())
 
 enum class Epilogue {
   Bias,          // out(T) = x·Wᵀ + b

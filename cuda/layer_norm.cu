@@ -5,6 +5,7 @@
 // GEMM's A-load then stays a plain cp.async stream.
 #include "element_type.cuh"
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace evit::cuda {
 
@@ -38,8 +39,8 @@ template <class T>
 void layerNorm(const float* x, long rowStride, const float* w, const float* b, T* y, int rows, int C, float eps,
                cudaStream_t s) {
   if (rows <= 0) return;
-  layerNormKernel<T><<<ceilDiv(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, s>>>(x, rowStride, w, b, y, rows, C, eps);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("layerNorm", layerNormKernel<T>, ceilDiv(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, s, x, rowStride, w,
+               b, y, rows, C, eps);
 }
 
 template void layerNorm<float>(const float*, long, const float*, const float*, float*, int, int, float, cudaStream_t);

@@ -6,21 +6,26 @@
 #include <type_traits>
 
 #include "kernels.h"
+#include "launch.cuh"
 #include "linear_epilogue.cuh"
 #include "linear_internal.h"
+#include "shared_memory.cuh"
 #include "tile_index.h"
 
 namespace evit::cuda {
 
 namespace {
 
+constexpr size_t kSimtSharedBytes = (size_t)kSimtBK * ((kSimtBM + 4) + (kSimtBN + 4)) * sizeof(float);
+static_assert(kSimtBM == kSimtBN, "xs and ws rows have one length");
+
 template <class T>
 __global__ void __launch_bounds__(kSimtThreads) linearSimtKernel(const T* __restrict__ x, const T* __restrict__ W,
                                                                  const float* __restrict__ b, void* out, int M,
                                                                  int N, int K, Epilogue ep) {
   // k-major so the inner loop reads a row of 64 consecutive floats; +4 keeps rows 16-byte apart.
-  __shared__ float xs[kSimtBK][kSimtBM + 4];
-  __shared__ float ws[kSimtBK][kSimtBN + 4];
+  auto xs = dynamicShared<float[kSimtBM + 4]>();  // [kSimtBK][kSimtBM + 4]
+  auto ws = xs + kSimtBK;                         // [kSimtBK][kSimtBN + 4]
   const int bm = blockIdx.x, bn = blockIdx.y, tid = threadIdx.x;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < K; k0 += kSimtBK) {
@@ -62,8 +67,7 @@ __global__ void __launch_bounds__(kSimtThreads) linearSimtKernel(const T* __rest
 template <class T>
 void linearSimt(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   const dim3 grid(ceilDiv(M, kSimtBM), ceilDiv(N, kSimtBN));
-  linearSimtKernel<T><<<grid, kSimtThreads, 0, s>>>(x, W, b, out, M, N, K, ep);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("linear (SIMT)", linearSimtKernel<T>, grid, kSimtThreads, kSimtSharedBytes, s, x, W, b, out, M, N, K, ep);
 }
 
 template <class T>

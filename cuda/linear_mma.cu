@@ -12,7 +12,9 @@
 
 #include "linear_epilogue.cuh"
 #include "linear_internal.h"
+#include "launch.cuh"
 #include "mma_ptx.cuh"
+#include "shared_memory.cuh"
 #include "smem_limit.cuh"
 #include "tile_index.h"
 
@@ -44,8 +46,7 @@ __global__ void __launch_bounds__(32 * WM * WN) linearMmaKernel(const T* __restr
   constexpr int THREADS = 32 * WM * WN, MI = BM / WM / 16, NI = BN / WN / 8;
   static_assert(MI >= 1 && NI % 2 == 0, "a warp tile is whole m16 fragments and pairs of n8 fragments");
   constexpr MmaShape shape{BM, BN, WM, WN};
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* xs = reinterpret_cast<T*>(smem);  // [kStages][BM][kMmaBK]
+  T* xs = dynamicShared<T>();  // [kStages][BM][kMmaBK]
   T* ws = xs + kStages * BM * kMmaBK;   // [kStages][BN][kMmaBK]
   const int bm = blockIdx.x, bn = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int kTiles = (K + kMmaBK - 1) / kMmaBK;
@@ -128,8 +129,8 @@ void launch(const T* x, const T* W, const float* b, void* out, int M, int N, int
   const dim3 grid(ceilDiv(M, BM), ceilDiv(N, BN));
   // Pairs (col even) stay aligned when every row starts aligned: N even, out 8-byte aligned.
   const bool paired = N % 2 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
-  linearMmaKernel<T, BM, BN, WM, WN><<<grid, 32 * WM * WN, bytes, s>>>(x, W, b, out, M, N, K, ep, paired);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("linear (tensor cores)", linearMmaKernel<T, BM, BN, WM, WN>, grid, 32 * WM * WN, bytes, s, x, W, b, out, M,
+               N, K, ep, paired);
 }
 
 }  // namespace

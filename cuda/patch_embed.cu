@@ -4,6 +4,7 @@
 // image rows.
 #include "element_type.cuh"
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace evit::cuda {
 
@@ -45,16 +46,14 @@ template <class T>
 void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
   const long total = (long)B * gh * gw * inChans * p * p;
   if (total == 0) return;
-  patchifyKernel<T><<<ceilDiv(total, 256), 256, 0, s>>>(img, cols, inChans, gh, gw, p, total);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("patchify", patchifyKernel<T>, ceilDiv(total, 256), 256, 0, s, img, cols, inChans, gh, gw, p, total);
 }
 
 void assembleTokens(const float* patches, const float* cls, const float* pos, float* x, int B, int P, int C,
                     cudaStream_t s) {
   const long total = (long)B * (P + 1) * C;
   if (total == 0) return;
-  assembleTokensKernel<<<ceilDiv(total, 256), 256, 0, s>>>(patches, cls, pos, x, P, C, total);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("assembleTokens", assembleTokensKernel, ceilDiv(total, 256), 256, 0, s, patches, cls, pos, x, P, C, total);
 }
 
 template void patchify<float>(const float*, float*, int, int, int, int, int, cudaStream_t);

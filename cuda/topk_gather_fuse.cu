@@ -10,6 +10,8 @@
 #include "device_math.h"
 #include "element_type.cuh"
 #include "kernels.h"
+#include "launch.cuh"
+#include "shared_memory.cuh"
 #include "smem_limit.cuh"
 #include "topk_order.h"
 
@@ -26,7 +28,7 @@ __global__ void topkGatherFuseKernel(const float* __restrict__ x, const float* _
                                      float* __restrict__ y, const int32_t* __restrict__ originsIn,
                                      int32_t* __restrict__ originsOut, int N, int heads, int C, int k, bool fuse,
                                      int32_t fusedOrigin, bool vec4) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamicShared<unsigned char>();
   const int M = N - 1, n = bitonicSize(M);
   uint64_t* keys = reinterpret_cast<uint64_t*>(smem);
   float* score = reinterpret_cast<float*>(keys + n);
@@ -100,9 +102,8 @@ void topkGatherFuse(const float* x, const float* clsProbs, float* y, const int32
   const bool vec4 = C % 4 == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 == 0;
   const size_t bytes = sharedBytes(N - 1);
   reserveSharedMemory(topkGatherFuseKernel, bytes, "topkGatherFuse");
-  topkGatherFuseKernel<<<B, kThreads, bytes, s>>>(x, clsProbs, y, originsIn, originsOut, N, heads, C, k, fuse,
-                                                    fusedOrigin, vec4);
-  EVIT_CUDA_CHECK_LAUNCH();
+  launchKernel("topkGatherFuse", topkGatherFuseKernel, B, kThreads, bytes, s, x, clsProbs, y, originsIn, originsOut, N, heads,
+               C, k, fuse, fusedOrigin, vec4);
 }
 
 }  // namespace evit::cuda
