@@ -79,6 +79,7 @@ void setSchedule(const Schedule& s) {
   std::lock_guard<std::mutex> lock(mu);
   scheduleSet = true;
   scheduleValue = s;
+  ordinal = 0;  // the same launches after the same setSchedule run in the same orders
 }
 
 DeviceConfig deviceConfig() {

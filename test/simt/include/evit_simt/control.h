@@ -22,7 +22,8 @@ struct Schedule {
 Schedule parseSchedule(const std::string& text);
 std::string scheduleName(const Schedule& s);
 Schedule schedule();
-// Overrides EVIT_SIMT_SCHEDULE for later launches of this process.
+// Overrides EVIT_SIMT_SCHEDULE for later launches of this process. A random schedule's
+// orders follow from the seed and the launches since the last setSchedule.
 void setSchedule(const Schedule& s);
 
 // The emulated device: one sm_90 device by default. Tests lower the SM count or the shared

@@ -104,7 +104,6 @@ inline T __ldg(const T* p) {
   return *p;
 }
 long long clock64();
-inline int clock() { return (int)clock64(); }
 inline void __nanosleep(unsigned) {}
 
 // Atomics: sequential within a block, and safe against launches on other host threads.

@@ -7,7 +7,6 @@
 #define __global__
 #define __device__
 #define __host__
-#define __noinline__ __attribute__((noinline))
 #define __forceinline__ inline __attribute__((always_inline))
 #define __inline__ inline
 // Registers and occupancy are not modelled (test/simt/README.md).
