@@ -26,6 +26,10 @@ thread_local uint3 gridDim;
 // The dynamic shared memory of the block running on this host thread, sized for the
 // largest opt-in limit. Kernels reach it through `extern __shared__ ... evit_dynamic_shared[]`.
 alignas(128) thread_local unsigned char evit_dynamic_shared[evit_simt::kMaxDynamicShared];
+// Its thread-local init function (Itanium ABI name). g++ calls it unconditionally from a
+// block-scope `extern thread_local` declaration, the kernels' form, where a namespace-scope
+// one tests it for null first; the storage needs no initialisation, so it does nothing.
+extern "C" void _ZTH19evit_dynamic_shared() {}
 
 namespace evit_simt {
 
