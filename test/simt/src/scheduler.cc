@@ -37,8 +37,15 @@ namespace {
 
 struct FiberAbort {};
 
+// Per warp, one bit per lane: which lanes exist, wait at a warp collective, wait at
+// __syncthreads, have exited; and the union of the masks the waiting lanes name.
+struct WarpState {
+  unsigned exists = 0, collective = 0, barrier = 0, exited = 0, named = 0;
+};
+
 struct Execution {
   const LaunchSpec* spec = nullptr;
+  std::vector<WarpState> warps;
   LaunchRecord record;
   Fiber** fibers = nullptr;
   int threads = 0;
@@ -90,7 +97,15 @@ void recordFault(cudaError_t code, const std::string& what, const Fiber* who) {
   e.faultMessage = where + ": " + what;
 }
 
-bool collectiveKind(WaitKind k) { return k != WaitKind::None && k != WaitKind::Barrier; }
+// A lane of f's warp waiting at a collective whose mask names f (the warp's `named` has f's bit).
+const Fiber* namingLane(const Execution& e, const Fiber& f) {
+  const WarpState& w = e.warps[f.warp];
+  for (unsigned m = w.collective; m; m &= m - 1) {
+    const Fiber& o = *e.fibers[f.warp * 32 + __builtin_ctz(m)];
+    if (o.mask >> f.lane & 1u) return &o;
+  }
+  return &f;
+}
 
 void block(Fiber& f) {
   yieldToScheduler(f, false);
@@ -112,16 +127,14 @@ void threadExited(Fiber& f) {
                 &f);
     return;
   }
-  const int base = f.warp * 32;
-  for (int j = 0; j < 32 && base + j < e.threads; ++j) {
-    const Fiber& o = *e.fibers[base + j];
-    if (o.state == FiberState::Blocked && collectiveKind(o.wait) && (o.mask >> f.lane & 1u)) {
-      recordFault(cudaErrorLaunchFailure,
-                  "lane " + std::to_string(f.lane) + " exited while lane " + std::to_string(j) + " waits at " +
-                      describe(o) + " naming it",
-                  &f);
-      return;
-    }
+  WarpState& w = e.warps[f.warp];
+  w.exited |= 1u << f.lane;
+  if (w.named >> f.lane & 1u) {
+    const Fiber& o = *namingLane(e, f);
+    recordFault(cudaErrorLaunchFailure,
+                "lane " + std::to_string(f.lane) + " exited while lane " + std::to_string(o.lane) + " waits at " +
+                    describe(o) + " naming it",
+                &f);
   }
 }
 
@@ -189,6 +202,8 @@ void runBlock(Execution& e, const Schedule& sch, uint64_t ordinal, uint3 b) {
     f.lane = i % 32;
   }
   e.exited = e.arrived = 0;
+  e.warps.assign((e.threads + 31) / 32, WarpState{});
+  for (int i = 0; i < e.threads; ++i) e.warps[i / 32].exists |= 1u << (i % 32);
   // Fresh shared memory reads as NaN in every float type: a missing barrier or wait shows.
   std::memset(evit_dynamic_shared, 0xFF, e.spec->dynamicSmemBytes);
   uint64_t seed = sch.seed ^ (ordinal * 0xD1B54A32D192ED03ull) ^
@@ -217,13 +232,16 @@ void runBlock(Execution& e, const Schedule& sch, uint64_t ordinal, uint3 b) {
   if (e.faulted) abortAll(e);
 }
 
-void release(Execution& e, Fiber* const* lanes, unsigned mask) {
-  for (int j = 0; j < 32; ++j)
-    if (mask >> j & 1u) {
-      lanes[j]->state = FiberState::Ready;
-      lanes[j]->wait = WaitKind::None;
-    }
-  (void)e;
+void release(Execution& e, int warp, Fiber* const* lanes, unsigned mask) {
+  for (unsigned m = mask; m; m &= m - 1) {
+    Fiber& f = *lanes[__builtin_ctz(m)];
+    f.state = FiberState::Ready;
+    f.wait = WaitKind::None;
+  }
+  WarpState& w = e.warps[warp];
+  w.collective &= ~mask;
+  w.named = 0;
+  for (unsigned m = w.collective; m; m &= m - 1) w.named |= lanes[__builtin_ctz(m)]->mask;
 }
 
 }  // namespace
@@ -271,54 +289,70 @@ void warpCollective(WaitKind kind, unsigned mask, void* payload, const Site& sit
   Execution& e = *exec;
   Fiber& me = *e.current;
   const bool sameSite = kind != WaitKind::SyncWarp;  // __syncwarp may pair different call sites (sm_70+)
-  char m[16];
-  std::snprintf(m, sizeof m, "0x%08x", mask);
-  const std::string mine = std::string(waitName(kind)) + "(mask " + m + ") at " + site.str();
+  // Built only for a fault message: the common path formats nothing.
+  auto mine = [&] {
+    char m[16];
+    std::snprintf(m, sizeof m, "0x%08x", mask);
+    return std::string(waitName(kind)) + "(mask " + m + ") at " + site.str();
+  };
   if (!(mask >> me.lane & 1u))
-    fault(cudaErrorLaunchFailure, mine + ": the mask does not include the calling lane " + std::to_string(me.lane),
+    fault(cudaErrorLaunchFailure, mine() + ": the mask does not include the calling lane " + std::to_string(me.lane),
           Site{});
   const int base = me.warp * 32;
-  Fiber* lanes[32] = {};
-  unsigned arrived = 1u << me.lane;
-  for (int j = 0; j < 32; ++j) {
-    const bool named = mask >> j & 1u;
-    if (base + j >= e.threads) {
-      if (named)
-        fault(cudaErrorLaunchFailure,
-              mine + ": the mask names lane " + std::to_string(j) + ", which this block does not have", Site{});
-      continue;
-    }
-    Fiber& o = *e.fibers[base + j];
-    lanes[j] = &o;
-    if (j == me.lane) continue;
-    if (named) {
-      if (o.state == FiberState::Done)
-        fault(cudaErrorLaunchFailure, mine + ": the mask names lane " + std::to_string(j) + ", which has exited",
-              Site{});
-      if (o.state != FiberState::Blocked) continue;
-      if (o.wait != kind || o.mask != mask || (sameSite && !(o.site == site)))
-        fault(cudaErrorLaunchFailure,
-              "divergent warp: lane " + std::to_string(me.lane) + " reaches " + mine + " while lane " +
-                  std::to_string(j) + " waits at " + describe(o),
-              Site{});
-      arrived |= 1u << j;
-    } else if (o.state == FiberState::Blocked && collectiveKind(o.wait) && (o.mask >> me.lane & 1u)) {
+  WarpState& w = e.warps[me.warp];
+  const unsigned self = 1u << me.lane;
+  auto laneNo = [](unsigned bits) { return std::to_string(__builtin_ctz(bits)); };
+  if (mask & ~w.exists)
+    fault(cudaErrorLaunchFailure, mine() + ": the mask names lane " + laneNo(mask & ~w.exists) +
+                                      ", which this block does not have", Site{});
+  if (mask & w.exited)
+    fault(cudaErrorLaunchFailure, mine() + ": the mask names lane " + laneNo(mask & w.exited) + ", which has exited",
+          Site{});
+  if (mask & w.barrier) {
+    const Fiber& o = *e.fibers[base + __builtin_ctz(mask & w.barrier)];
+    fault(cudaErrorLaunchFailure,
+          "divergent warp: lane " + std::to_string(me.lane) + " reaches " + mine() + " while lane " +
+              std::to_string(o.lane) + " waits at " + describe(o),
+          Site{});
+  }
+  // Lanes of the mask already waiting must wait at this collective with this mask. Every pair
+  // of waiting lanes that name each other was compared when the later one arrived, so one of
+  // them speaks for all.
+  const unsigned waiting = w.collective & mask;
+  if (waiting) {
+    const Fiber& o = *e.fibers[base + __builtin_ctz(waiting)];
+    if (o.wait != kind || o.mask != mask || (sameSite && !(o.site == site)))
       fault(cudaErrorLaunchFailure,
-            "divergent warp: lane " + std::to_string(j) + " waits at " + describe(o) + " naming lane " +
-                std::to_string(me.lane) + ", which reaches " + mine,
+            "divergent warp: lane " + std::to_string(me.lane) + " reaches " + mine() + " while lane " +
+                std::to_string(o.lane) + " waits at " + describe(o),
             Site{});
+  }
+  // A lane outside the mask waiting for this one would never be released.
+  if ((w.named & self) && (w.collective & ~mask)) {
+    for (unsigned m = w.collective & ~mask; m; m &= m - 1) {
+      const Fiber& o = *e.fibers[base + __builtin_ctz(m)];
+      if (o.mask & self)
+        fault(cudaErrorLaunchFailure,
+              "divergent warp: lane " + std::to_string(o.lane) + " waits at " + describe(o) + " naming lane " +
+                  std::to_string(me.lane) + ", which reaches " + mine(),
+              Site{});
     }
   }
   me.wait = kind;
   me.mask = mask;
   me.site = site;
   me.payload = payload;
-  if (arrived == mask) {
+  if ((waiting | self) == mask) {
+    Fiber* lanes[32];
+    for (unsigned m = mask; m; m &= m - 1) lanes[__builtin_ctz(m)] = e.fibers[base + __builtin_ctz(m)];
     complete(lanes, mask, context);
-    release(e, lanes, mask);
+    release(e, me.warp, lanes, waiting);
+    me.wait = WaitKind::None;
     if (kind == WaitKind::SyncWarp || kind == WaitKind::Shuffle || kind == WaitKind::Vote) ++e.record.warpCollectives;
   } else {
     me.state = FiberState::Blocked;
+    w.collective |= self;
+    w.named |= mask;
   }
   block(me);
 }
@@ -338,14 +372,12 @@ int syncthreads(BarrierReduce op, int predicate, const char* file, int line) {
           "divergent __syncthreads: reached at " + site.str() + " while " + std::to_string(e.arrived) +
               " thread(s) wait at " + e.barrierSite.str(),
           Site{});
-  const int base = me.warp * 32;
-  for (int j = 0; j < 32 && base + j < e.threads; ++j) {
-    const Fiber& o = *e.fibers[base + j];
-    if (o.state == FiberState::Blocked && collectiveKind(o.wait) && (o.mask >> me.lane & 1u))
-      fault(cudaErrorLaunchFailure,
-            "divergent warp: lane " + std::to_string(me.lane) + " reaches __syncthreads at " + site.str() +
-                " while lane " + std::to_string(j) + " waits at " + describe(o) + " naming it",
-            Site{});
+  if (e.warps[me.warp].named >> me.lane & 1u) {
+    const Fiber& o = *namingLane(e, me);
+    fault(cudaErrorLaunchFailure,
+          "divergent warp: lane " + std::to_string(me.lane) + " reaches __syncthreads at " + site.str() +
+              " while lane " + std::to_string(o.lane) + " waits at " + describe(o) + " naming it",
+          Site{});
   }
   if (e.arrived == 0) {
     e.barrierSite = site;
@@ -369,9 +401,11 @@ int syncthreads(BarrierReduce op, int predicate, const char* file, int line) {
       e.fibers[i]->state = FiberState::Ready;
       e.fibers[i]->wait = WaitKind::None;
     }
+    for (WarpState& w : e.warps) w.barrier = 0;
     ++e.record.barriers;
   } else {
     me.state = FiberState::Blocked;
+    e.warps[me.warp].barrier |= 1u << me.lane;
   }
   block(me);
   return e.result;
