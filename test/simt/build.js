@@ -53,7 +53,8 @@ function dependencyHash(file, root, includeDirs, forced) {
     if (seen.has(f)) return;
     seen.add(f);
     const text = fs.readFileSync(f, 'utf8');
-    const rel = path.relative(root, f);
+    // The emulator's headers are reached by one absolute -I in every tree.
+    const rel = f.startsWith(INCLUDE + path.sep) ? `simt:${path.relative(INCLUDE, f)}` : path.relative(root, f);
     h.update(rel.startsWith('..') ? f : rel).update('\0').update(text).update('\0');
     for (const m of text.matchAll(/^\s*#\s*include\s*([<"])([^>"]+)[>"]/gm)) {
       const candidates = (m[1] === '"' ? [path.dirname(f)] : []).concat(includeDirs).map((d) => path.join(d, m[2]));
