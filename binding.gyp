@@ -3,16 +3,13 @@
     {
       "target_name": "evit",
       "sources": [
-        "src/addon.cc",
-        "src/model_handle.cc",
-        "src/forward_worker.cc",
-        "src/ops_binding.cc",
-        "src/host_weights.cc",
-        "src/plan.cc",
-        "src/cuda_probe_stub.cc",
-        "src/cuda_ops_stub.cc",
-        "src/cuda_model_stub.cc",
-        "src/cuda_host_checks.cc",
+        "src/binding/addon.cc",
+        "src/binding/backend_info.cc",
+        "src/binding/model_handle.cc",
+        "src/binding/forward_worker.cc",
+        "src/backend/host_weights.cc",
+        "src/backend/plan.cc",
+        "src/backend/no_cuda.cc",
         "src/cpu/thread_pool.cc",
         "src/cpu/cpu_model.cc",
         "src/cpu/layer_norm.cc",
@@ -25,22 +22,37 @@
         "src/cpu/topk.cc",
         "src/cpu/gather_fuse.cc",
         "src/cpu/patch_embed.cc",
-        "src/cpu/fma_peak.cc",
         "src/cpu/vec_math.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "/usr/include/x86_64-linux-gnu/openblas-pthread"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fvisibility=hidden"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      "cflags_cc!": [
+        "-fno-exceptions",
+        "-fno-rtti"
+      ],
+      "cflags_cc": [
+        "-std=c++17",
+        "-O3",
+        "-fexceptions",
+        "-fvisibility=hidden"
+      ],
       "libraries": [
         "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a",
         "-lpthread",
         "-lm"
       ],
-      "ldflags": ["-Wl,--exclude-libs,ALL", "-Wl,--as-needed", "-static-libgcc"]
+      "ldflags": [
+        "-Wl,--exclude-libs,ALL",
+        "-Wl,--as-needed",
+        "-static-libgcc"
+      ]
     }
   ]
 }

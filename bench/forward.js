@@ -737,7 +737,7 @@ async function main() {
     const model = await evit.loadModel(ckpt, { arch: ARCH, threads: THREADS });
     const info = evit.backendInfo();
     const binding = loadBinding();
-    const peak = measurePeak(binding.ops);
+    const peak = measurePeak(binding.testing.ops);
     const machine = machineInfo(info);
     const evitRows = await benchEvit(model, peak);
     let profile;

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kAttnThreads) attentionKernel(const T* __restr
 }  // namespace
 
 template <class T>
-void attentionSimt(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+void attentionSimt(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s) {
   if (N < 2 || heads < 1 || headDim < 1 || headDim > kMaxHeadDim)
     throw CudaError("attention: need N >= 2, heads >= 1 and 1 <= headDim <= " + std::to_string(kMaxHeadDim) +
                     " (got N=" + std::to_string(N) + ", heads=" + std::to_string(heads) +
@@ -142,20 +142,20 @@ void attentionSimt(const T* qkv, T* out, float* clsProbs, int B, int N, int head
 }
 
 template <class T>
-void attention(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+void attention(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s) {
   if constexpr (!std::is_same_v<T, float>) {
-    if (attentionMmaFits(qkv, out, headDim)) return attentionMma(qkv, out, clsProbs, B, N, heads, headDim, s);
+    if (attentionMmaFits(qkv, out, headDim)) return attentionMma(out, clsProbs, qkv, B, N, heads, headDim, s);
   }
-  attentionSimt(qkv, out, clsProbs, B, N, heads, headDim, s);
+  attentionSimt(out, clsProbs, qkv, B, N, heads, headDim, s);
 }
 
-template void attentionSimt<float>(const float*, float*, float*, int, int, int, int, cudaStream_t);
-template void attentionSimt<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
-template void attentionSimt<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+template void attentionSimt<float>(float*, float*, const float*, int, int, int, int, cudaStream_t);
+template void attentionSimt<__half>(__half*, float*, const __half*, int, int, int, int, cudaStream_t);
+template void attentionSimt<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, int, int, int, int,
                                            cudaStream_t);
-template void attention<float>(const float*, float*, float*, int, int, int, int, cudaStream_t);
-template void attention<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
-template void attention<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+template void attention<float>(float*, float*, const float*, int, int, int, int, cudaStream_t);
+template void attention<__half>(__half*, float*, const __half*, int, int, int, int, cudaStream_t);
+template void attention<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, int, int, int, int,
                                        cudaStream_t);
 
 }  // namespace evit::cuda

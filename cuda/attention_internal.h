@@ -10,11 +10,11 @@ namespace evit::cuda {
 
 // fp32 FMA, any T, any headDim up to 128 (attention.cu).
 template <class T>
-void attentionSimt(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s);
+void attentionSimt(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s);
 
 // Tensor cores for T = __half / __nv_bfloat16 (attention_mma.cu); see attentionMmaFits.
 template <class T>
-void attentionMma(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s);
+void attentionMma(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s);
 
 // headDim a multiple of 16 up to 128 (whole k16 steps), qkv 16-byte aligned (cp.async rows),
 // out 4-byte aligned (paired stores).

@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
 }
 
 template <class T, int MAXD>
-void launch(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int d, cudaStream_t s) {
+void launch(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int d, cudaStream_t s) {
   // As many warps (16 query rows each) per block as the score rows allow: 4, else 2, else 1.
   int device = 0, optin = 0;
   EVIT_CUDA_CHECK(cudaGetDevice(&device));
@@ -187,7 +187,7 @@ void launch(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int 
 }  // namespace
 
 template <class T>
-void attentionMma(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+void attentionMma(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s) {
   if (!attentionMmaFits(qkv, out, headDim))
     throw CudaError("attention (tensor cores): needs headDim % 16 == 0, headDim <= 128, 16-byte aligned qkv (headDim=" +
                     std::to_string(headDim) + ")");
@@ -195,13 +195,13 @@ void attentionMma(const T* qkv, T* out, float* clsProbs, int B, int N, int heads
     throw CudaError("attention (tensor cores): need N >= 2, B and heads at most 65535");
   if (B <= 0) return;
   if (headDim <= 64)
-    launch<T, 64>(qkv, out, clsProbs, B, N, heads, headDim, s);
+    launch<T, 64>(out, clsProbs, qkv, B, N, heads, headDim, s);
   else
-    launch<T, 128>(qkv, out, clsProbs, B, N, heads, headDim, s);
+    launch<T, 128>(out, clsProbs, qkv, B, N, heads, headDim, s);
 }
 
-template void attentionMma<__half>(const __half*, __half*, float*, int, int, int, int, cudaStream_t);
-template void attentionMma<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*, int, int, int, int,
+template void attentionMma<__half>(__half*, float*, const __half*, int, int, int, int, cudaStream_t);
+template void attentionMma<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, int, int, int, int,
                                           cudaStream_t);
 
 }  // namespace evit::cuda

@@ -16,14 +16,14 @@ __global__ void convertKernel(const float* __restrict__ src, T* __restrict__ dst
 }  // namespace
 
 template <class T>
-void convert(const float* src, T* dst, long n, cudaStream_t s) {
+void convert(T* dst, const float* src, long n, cudaStream_t s) {
   if (n <= 0) return;
   const unsigned blocks = ceilDiv(n, 256) < 65535u ? ceilDiv(n, 256) : 65535u;
   launchKernel("convert", convertKernel<T>, blocks, 256, 0, s, src, dst, n);
 }
 
-template void convert<float>(const float*, float*, long, cudaStream_t);
-template void convert<__half>(const float*, __half*, long, cudaStream_t);
-template void convert<__nv_bfloat16>(const float*, __nv_bfloat16*, long, cudaStream_t);
+template void convert<float>(float*, const float*, long, cudaStream_t);
+template void convert<__half>(__half*, const float*, long, cudaStream_t);
+template void convert<__nv_bfloat16>(__nv_bfloat16*, const float*, long, cudaStream_t);
 
 }  // namespace evit::cuda

@@ -1,13 +1,13 @@
 #include "cuda_model.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <utility>
 
-#include "../src/cuda_probe.h"
 #include "kernels.h"
 
 namespace evit::cuda {
@@ -35,17 +35,13 @@ struct UploadStream {
   }
 };
 
-size_t slotOf(int block, ProfileSlot s) { return 2 + (size_t)block * kSlotsPerBlock + s; }
-
 }  // namespace
 
 CudaModel::CudaModel(const ModelConfig& cfg, const HostWeights& weights, const CudaOptions& options)
     : cfg_(cfg), options_(options), graphs_(graphsEnabled()) {
-  validateConfig(cfg_);
-  if (options_.maxBatch < 1 || options_.streams < 1) throw ArgumentError("maxBatch and streams must be at least 1");
   // The attention kernels keep a head's row in registers (cuda/attention.cu): fail at load, not at the first batch.
   if (cfg_.headDim() > kMaxHeadDim)
-    throw ArgumentError("the CUDA attention kernels support head dimensions up to " + std::to_string(kMaxHeadDim) +
+    throw CudaError("the CUDA attention kernels support head dimensions up to " + std::to_string(kMaxHeadDim) +
                         "; this model has " + std::to_string(cfg_.headDim()) + " (embedDim / numHeads)");
   EVIT_CUDA_CHECK(cudaSetDevice(device_));
   {
@@ -66,6 +62,12 @@ CudaModel::~CudaModel() {
   weights_.reset();
 }
 
+size_t CudaModel::activationBytes() const {
+  size_t total = 0;
+  for (const auto& ctx : contexts_) total += ctx->device.bytes();
+  return total;
+}
+
 ExecutionContext& CudaModel::acquire() {
   std::unique_lock<std::mutex> lock(mutex_);
   contextFreed_.wait(lock, [&] { return !free_.empty(); });
@@ -84,9 +86,8 @@ void CudaModel::release(ExecutionContext& ctx) {
 
 void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
-  if (!req.images) throw ArgumentError("images pointer is null");
-  if (req.batch < 1) throw ArgumentError("batch must be at least 1");
-  const std::vector<int> n = validatePlan(c, req.plan);
+  const std::vector<int>& n = req.tokens;
+  assert(req.images && req.batch >= 1 && n.size() == (size_t)c.depth + 1);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!dead_.empty()) throw CudaError(dead_);
@@ -103,7 +104,7 @@ void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
     const int perImage = p.keep + (p.fuse ? 1 : 0);
     out.kept.push_back({i, perImage, std::vector<int32_t>((size_t)B * perImage)});
   }
-  out.profile.assign(req.profile ? 2 + (size_t)c.depth * kSlotsPerBlock : 0, 0.0);
+  out.profile.assign(req.profile ? profileSize(c.depth) : 0, 0.0);
 
   ExecutionContext& ctx = acquire();
   struct Lease {
@@ -239,10 +240,10 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
 
   // Patch embedding: the conv as a GEMM over patchified columns, into the second stream
   // buffer, then class token and position embedding assemble the first.
-  patchify<T>(ctx.images, cols, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
-  linear<T>(cols, W(w.patchW), w.patchB, ctx.stream1, B * P, C, patchK, Epilogue::BiasFloat, s);
-  assembleTokens(ctx.stream1, w.clsToken, w.posEmbed, ctx.stream0, B, P, C, s);
-  lap(0);
+  patchify<T>(cols, ctx.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
+  linear<T>(ctx.stream1, cols, W(w.patchW), w.patchB, B * P, C, patchK, Epilogue::BiasFloat, s);
+  assembleTokens(ctx.stream0, ctx.stream1, w.clsToken, w.posEmbed, B, P, C, s);
+  lap(kPatchEmbed);
 
   float* x = ctx.stream0;
   float* spare = ctx.stream1;
@@ -254,36 +255,36 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
     const int N = n[i];
     int rows = B * N;
     const bool drop = p.keep >= 0;
-    layerNorm<T>(x, C, bw.norm1W, bw.norm1B, normed, rows, C, c.eps, s);
-    lap(slotOf(i, kLn1));
-    linear<T>(normed, W(bw.qkvW), bw.qkvB, qkv, rows, 3 * C, C, Epilogue::Bias, s);
-    lap(slotOf(i, kQkv));
-    attention<T>(qkv, attn, drop ? ctx.clsProbs : nullptr, B, N, heads, d, s);
-    lap(slotOf(i, kAttention));
-    linear<T>(attn, W(bw.projW), bw.projB, x, rows, C, C, Epilogue::BiasResidual, s);
-    lap(slotOf(i, kProj));
+    layerNorm<T>(normed, x, C, bw.norm1W, bw.norm1B, rows, C, c.eps, s);
+    lap(profileSlot(i, kLn1));
+    linear<T>(qkv, normed, W(bw.qkvW), bw.qkvB, rows, 3 * C, C, Epilogue::Bias, s);
+    lap(profileSlot(i, kQkv));
+    attention<T>(attn, drop ? ctx.clsProbs : nullptr, qkv, B, N, heads, d, s);
+    lap(profileSlot(i, kAttention));
+    linear<T>(x, attn, W(bw.projW), bw.projB, rows, C, C, Epilogue::BiasResidual, s);
+    lap(profileSlot(i, kProj));
     if (drop) {
       const int perImage = p.keep + (p.fuse ? 1 : 0);
-      topkGatherFuse(x, ctx.clsProbs, spare, originsIn, originsOut, B, N, heads, C, p.keep, p.fuse, -1 - i, s);
+      topkGatherFuse(spare, originsOut, x, ctx.clsProbs, originsIn, B, N, heads, C, p.keep, p.fuse, -1 - i, s);
       std::swap(x, spare);
       originsIn = originsOut;
       originsOut += (size_t)B * perImage;
       rows = B * n[i + 1];
-      lap(slotOf(i, kReorganise));
+      lap(profileSlot(i, kReorganise));
     }
-    layerNorm<T>(x, C, bw.norm2W, bw.norm2B, normed, rows, C, c.eps, s);
-    lap(slotOf(i, kLn2));
-    linear<T>(normed, W(bw.fc1W), bw.fc1B, hidden, rows, Hd, C, Epilogue::BiasGelu, s);
-    lap(slotOf(i, kFc1));
-    linear<T>(hidden, W(bw.fc2W), bw.fc2B, x, rows, C, Hd, Epilogue::BiasResidual, s);
-    lap(slotOf(i, kFc2));
+    layerNorm<T>(normed, x, C, bw.norm2W, bw.norm2B, rows, C, c.eps, s);
+    lap(profileSlot(i, kLn2));
+    linear<T>(hidden, normed, W(bw.fc1W), bw.fc1B, rows, Hd, C, Epilogue::BiasGelu, s);
+    lap(profileSlot(i, kFc1));
+    linear<T>(x, hidden, W(bw.fc2W), bw.fc2B, rows, C, Hd, Epilogue::BiasResidual, s);
+    lap(profileSlot(i, kFc2));
   }
 
   // Head: LayerNorm of each image's class token (row stride N * C), then the classifier.
   const long finalStride = (long)n[c.depth] * C;
-  layerNorm<T>(x, finalStride, w.normW, w.normB, headIn, B, C, c.eps, s);
-  linear<T>(headIn, W(w.headW), w.headB, ctx.logits, B, c.numClasses, C, Epilogue::BiasFloat, s);
-  lap(1);
+  layerNorm<T>(headIn, x, finalStride, w.normW, w.normB, B, C, c.eps, s);
+  linear<T>(ctx.logits, headIn, W(w.headW), w.headB, B, c.numClasses, C, Epilogue::BiasFloat, s);
+  lap(kHead);
 }
 
 }  // namespace evit::cuda

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "../src/backend.h"
-#include "../src/cuda_backend.h"
-#include "../src/host_weights.h"
+#include "../src/backend/backend.h"
+#include "../src/backend/cuda_backend.h"
+#include "../src/backend/host_weights.h"
 #include "device_weights.h"
 #include "execution_context.h"
 
@@ -25,6 +25,8 @@ class CudaModel : public PreparedModel {
   CudaModel(const ModelConfig& cfg, const HostWeights& weights, const CudaOptions& options);
   ~CudaModel() override;
   const ModelConfig& config() const override { return cfg_; }
+  // Every context's device arena, allocated at load.
+  size_t activationBytes() const override;
   // Takes a free execution context (waits for one), runs the batch in chunks of at most
   // maxBatch images, and returns once the results are on the host.
   void forward(const ForwardRequest& req, ForwardResult& out) override;

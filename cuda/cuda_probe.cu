@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "../src/cuda_probe.h"
+#include "../src/backend/cuda_backend.h"
 
 namespace evit {
 

@@ -81,9 +81,9 @@ DeviceWeights::DeviceWeights(const ModelConfig& c, const WeightViews& w, Precisi
     float* tmp = staging.at<float>(0);
     EVIT_CUDA_CHECK(cudaMemcpyAsync(tmp, u.src, u.numel * sizeof(float), cudaMemcpyHostToDevice, stream));
     if (precision == Precision::F16)
-      convert<__half>(tmp, reinterpret_cast<__half*>(dst), (long)u.numel, stream);
+      convert<__half>(reinterpret_cast<__half*>(dst), tmp, (long)u.numel, stream);
     else
-      convert<__nv_bfloat16>(tmp, reinterpret_cast<__nv_bfloat16*>(dst), (long)u.numel, stream);
+      convert<__nv_bfloat16>(reinterpret_cast<__nv_bfloat16*>(dst), tmp, (long)u.numel, stream);
   }
   EVIT_CUDA_CHECK(cudaStreamSynchronize(stream));
 

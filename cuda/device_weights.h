@@ -7,8 +7,8 @@
 
 #include <vector>
 
-#include "../src/backend.h"
-#include "../src/cuda_backend.h"
+#include "../src/backend/backend.h"
+#include "../src/backend/cuda_backend.h"
 #include "device_arena.h"
 
 namespace evit::cuda {

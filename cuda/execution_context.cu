@@ -91,7 +91,7 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   try {
     // Non-blocking: no implicit ordering with the legacy default stream other code may use.
     EVIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    events.assign(3 + (size_t)c.depth * kSlotsPerBlock, nullptr);
+    events.assign(1 + profileSize(c.depth), nullptr);  // a start mark, then one per lap
     for (cudaEvent_t& e : events) EVIT_CUDA_CHECK(cudaEventCreate(&e));
     std::vector<int32_t> iota(B * P);
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)(i % P);

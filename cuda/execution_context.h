@@ -9,8 +9,8 @@
 #include <map>
 #include <vector>
 
-#include "../src/backend.h"
-#include "../src/cuda_backend.h"
+#include "../src/backend/backend.h"
+#include "../src/backend/cuda_backend.h"
 #include "device_arena.h"
 
 namespace evit::cuda {

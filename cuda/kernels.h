@@ -1,5 +1,6 @@
-// The CUDA kernels of the forward pass, one file per op in cuda/. Shapes and
-// layouts mirror the CPU ops in src/cpu/ops.h, which are their references.
+// The CUDA kernels of the forward pass, one file per op in cuda/. Shapes, layouts and
+// argument order (outputs first, then inputs, weights, sizes, the stream last) mirror the
+// CPU ops in src/cpu/ops.h, which are their references.
 // Every launcher checks its launch (launch.cuh) and throws CudaError;
 // callers (the CUDA backend, the test binding) validate shapes beforehand.
 //
@@ -37,42 +38,42 @@ enum class Epilogue {
   BiasFloat,     // out(float) = x·Wᵀ + b
 };
 
-// y(T) [rows, C] = LayerNorm(x) for fp32 x [rows, C]; rowStride lets the head
-// normalise only the class-token rows (row r reads x + r * rowStride).
+// out(T) [rows, C] = LayerNorm(x) for fp32 x; row r of x at x + r · rowStride, so the head
+// can normalise only the class-token rows.
 template <class T>
-void layerNorm(const float* x, long rowStride, const float* w, const float* b, T* y, int rows, int C, float eps,
+void layerNorm(T* out, const float* x, long rowStride, const float* w, const float* b, int rows, int C, float eps,
                cudaStream_t s);
 
 // out [M, N] per `ep` from x(T) [M, K] and W(T) [N, K] (torch Linear layout), b fp32 [N].
 template <class T>
-void linear(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s);
+void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s);
 
 // Multi-head attention over qkv(T) [B, N, 3C] (q | k | v, head h at columns
 // h*d .. h*d+d-1 of each part) into out(T) [B, N, C], exact softmax in fp32.
 // With clsProbs non-null ([B, heads, N] fp32) the blocks owning query row 0
 // also write each head's softmax row 0 (all N columns, class column included).
 template <class T>
-void attention(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s);
+void attention(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s);
 
 // One launch per dropping block, per image: scores s[j] = mean over heads of
 // clsProbs[b, h, 1 + j] summed in head order; the k largest (descending, ties
-// to the lower index); y [B, 1 + k + fuse, C] = [x[:,0], x[:, 1 + idx], Σ_{j∉idx} s[j]·x[:, 1 + j]]
+// to the lower index); out [B, 1 + k + fuse, C] = [x[:,0], x[:, 1 + idx], Σ_{j∉idx} s[j]·x[:, 1 + j]]
 // from x [B, N, C]. originsIn [B, N-1] / originsOut [B, k + fuse] track where
 // tokens came from; the fused token gets fusedOrigin.
-void topkGatherFuse(const float* x, const float* clsProbs, float* y, const int32_t* originsIn, int32_t* originsOut,
+void topkGatherFuse(float* out, int32_t* originsOut, const float* x, const float* clsProbs, const int32_t* originsIn,
                     int B, int N, int heads, int C, int k, bool fuse, int32_t fusedOrigin, cudaStream_t s);
 
 // cols(T) [B * P, inChans * p * p] = the patches of img fp32 [B, inChans, gh*p, gw*p],
 // in the order of the flattened conv weight [C, inChans, p, p].
 template <class T>
-void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int p, cudaStream_t s);
+void patchify(T* cols, const float* img, int B, int inChans, int gh, int gw, int p, cudaStream_t s);
 
 // x [B, 1 + P, C] = [cls + pos[0], patches[b, i] + pos[1 + i]] from patches fp32 [B * P, C].
-void assembleTokens(const float* patches, const float* cls, const float* pos, float* x, int B, int P, int C,
+void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C,
                     cudaStream_t s);
 
 // dst(T) = src(float), n elements (weights at upload, and tests).
 template <class T>
-void convert(const float* src, T* dst, long n, cudaStream_t s);
+void convert(T* dst, const float* src, long n, cudaStream_t s);
 
 }  // namespace evit::cuda

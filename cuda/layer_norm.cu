@@ -36,16 +36,16 @@ __global__ void layerNormKernel(const float* __restrict__ x, long rowStride, con
 }  // namespace
 
 template <class T>
-void layerNorm(const float* x, long rowStride, const float* w, const float* b, T* y, int rows, int C, float eps,
+void layerNorm(T* out, const float* x, long rowStride, const float* w, const float* b, int rows, int C, float eps,
                cudaStream_t s) {
   if (rows <= 0) return;
   launchKernel("layerNorm", layerNormKernel<T>, ceilDiv(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, s, x, rowStride, w,
-               b, y, rows, C, eps);
+               b, out, rows, C, eps);
 }
 
-template void layerNorm<float>(const float*, long, const float*, const float*, float*, int, int, float, cudaStream_t);
-template void layerNorm<__half>(const float*, long, const float*, const float*, __half*, int, int, float, cudaStream_t);
-template void layerNorm<__nv_bfloat16>(const float*, long, const float*, const float*, __nv_bfloat16*, int, int, float,
+template void layerNorm<float>(float*, const float*, long, const float*, const float*, int, int, float, cudaStream_t);
+template void layerNorm<__half>(__half*, const float*, long, const float*, const float*, int, int, float, cudaStream_t);
+template void layerNorm<__nv_bfloat16>(__nv_bfloat16*, const float*, long, const float*, const float*, int, int, float,
                                        cudaStream_t);
 
 }  // namespace evit::cuda

@@ -65,36 +65,36 @@ __global__ void __launch_bounds__(kSimtThreads) linearSimtKernel(const T* __rest
 }  // namespace
 
 template <class T>
-void linearSimt(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void linearSimt(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   const dim3 grid(ceilDiv(M, kSimtBM), ceilDiv(N, kSimtBN));
   launchKernel("linear (SIMT)", linearSimtKernel<T>, grid, kSimtThreads, kSimtSharedBytes, s, x, W, b, out, M, N, K, ep);
 }
 
 template <class T>
-void linear(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   if (M < 0 || N < 1 || K < 1 || N > 65535 * kSimtBN)
     throw CudaError("linear: need M >= 0, 1 <= N <= " + std::to_string(65535 * kSimtBN) + ", K >= 1 (got M=" +
                     std::to_string(M) + ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
   if (M == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    linearSimt(x, W, b, out, M, N, K, ep, s);
+    linearSimt(out, x, W, b, M, N, K, ep, s);
   } else {
     if (linearMmaFits(x, W, K))
-      linearMma(x, W, b, out, M, N, K, ep, s);
+      linearMma(out, x, W, b, M, N, K, ep, s);
     else
-      linearSimt(x, W, b, out, M, N, K, ep, s);
+      linearSimt(out, x, W, b, M, N, K, ep, s);
   }
 }
 
-template void linear<float>(const float*, const float*, const float*, void*, int, int, int, Epilogue, cudaStream_t);
-template void linear<__half>(const __half*, const __half*, const float*, void*, int, int, int, Epilogue,
+template void linear<float>(void*, const float*, const float*, const float*, int, int, int, Epilogue, cudaStream_t);
+template void linear<__half>(void*, const __half*, const __half*, const float*, int, int, int, Epilogue,
                              cudaStream_t);
-template void linear<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const float*, void*, int, int, int,
+template void linear<__nv_bfloat16>(void*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, int, int, int,
                                     Epilogue, cudaStream_t);
-template void linearSimt<float>(const float*, const float*, const float*, void*, int, int, int, Epilogue, cudaStream_t);
-template void linearSimt<__half>(const __half*, const __half*, const float*, void*, int, int, int, Epilogue,
+template void linearSimt<float>(void*, const float*, const float*, const float*, int, int, int, Epilogue, cudaStream_t);
+template void linearSimt<__half>(void*, const __half*, const __half*, const float*, int, int, int, Epilogue,
                                  cudaStream_t);
-template void linearSimt<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const float*, void*, int, int,
+template void linearSimt<__nv_bfloat16>(void*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, int, int,
                                         int, Epilogue, cudaStream_t);
 
 }  // namespace evit::cuda

@@ -11,12 +11,12 @@ namespace evit::cuda {
 // Any M, N, K and any alignment; fp32 FMA. The fp32 parity path, and the fallback for
 // half-precision shapes the tensor-core kernel cannot take.
 template <class T>
-void linearSimt(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s);
+void linearSimt(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s);
 
 // Tensor cores (mma.sync m16n8k16, fp32 accumulation), T = __half or __nv_bfloat16.
 // Needs K % 8 == 0 and x, W 16-byte aligned (whole cp.async chunks); see linearMmaFits.
 template <class T>
-void linearMma(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s);
+void linearMma(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s);
 
 inline bool linearMmaFits(const void* x, const void* W, int K) {
   return K % 8 == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(W)) % 16 == 0;

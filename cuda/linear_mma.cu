@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(32 * WM * WN) linearMmaKernel(const T* __restr
 }
 
 template <class T, int BM, int BN, int WM, int WN>
-void launch(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void launch(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   const size_t bytes = (size_t)kStages * (BM + BN) * kMmaBK * sizeof(T);
   reserveSharedMemory(linearMmaKernel<T, BM, BN, WM, WN>, bytes, "linear (tensor cores)");
   const dim3 grid(ceilDiv(M, BM), ceilDiv(N, BN));
@@ -136,7 +136,7 @@ void launch(const T* x, const T* W, const float* b, void* out, int M, int N, int
 }  // namespace
 
 template <class T>
-void linearMma(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void linearMma(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   if (!linearMmaFits(x, W, K))
     throw CudaError("linear (tensor cores): needs K % 8 == 0 and 16-byte aligned x and W (K=" + std::to_string(K) +
                     ")");
@@ -146,14 +146,14 @@ void linearMma(const T* x, const T* W, const float* b, void* out, int M, int N, 
   EVIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const long bigTiles = (long)ceilDiv(M, 128) * ceilDiv(N, 128);
   if (bigTiles >= sms && N <= 65535 * 128)
-    launch<T, 128, 128, 2, 4>(x, W, b, out, M, N, K, ep, s);
+    launch<T, 128, 128, 2, 4>(out, x, W, b, M, N, K, ep, s);
   else
-    launch<T, 64, 64, 2, 2>(x, W, b, out, M, N, K, ep, s);
+    launch<T, 64, 64, 2, 2>(out, x, W, b, M, N, K, ep, s);
 }
 
-template void linearMma<__half>(const __half*, const __half*, const float*, void*, int, int, int, Epilogue,
+template void linearMma<__half>(void*, const __half*, const __half*, const float*, int, int, int, Epilogue,
                                 cudaStream_t);
-template void linearMma<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const float*, void*, int, int,
+template void linearMma<__nv_bfloat16>(void*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, int, int,
                                        int, Epilogue, cudaStream_t);
 
 }  // namespace evit::cuda

@@ -43,21 +43,21 @@ __global__ void assembleTokensKernel(const float* __restrict__ patches, const fl
 }  // namespace
 
 template <class T>
-void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
+void patchify(T* cols, const float* img, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
   const long total = (long)B * gh * gw * inChans * p * p;
   if (total == 0) return;
   launchKernel("patchify", patchifyKernel<T>, ceilDiv(total, 256), 256, 0, s, img, cols, inChans, gh, gw, p, total);
 }
 
-void assembleTokens(const float* patches, const float* cls, const float* pos, float* x, int B, int P, int C,
+void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C,
                     cudaStream_t s) {
   const long total = (long)B * (P + 1) * C;
   if (total == 0) return;
   launchKernel("assembleTokens", assembleTokensKernel, ceilDiv(total, 256), 256, 0, s, patches, cls, pos, x, P, C, total);
 }
 
-template void patchify<float>(const float*, float*, int, int, int, int, int, cudaStream_t);
-template void patchify<__half>(const float*, __half*, int, int, int, int, int, cudaStream_t);
-template void patchify<__nv_bfloat16>(const float*, __nv_bfloat16*, int, int, int, int, int, cudaStream_t);
+template void patchify<float>(float*, const float*, int, int, int, int, int, cudaStream_t);
+template void patchify<__half>(__half*, const float*, int, int, int, int, int, cudaStream_t);
+template void patchify<__nv_bfloat16>(__nv_bfloat16*, const float*, int, int, int, int, int, cudaStream_t);
 
 }  // namespace evit::cuda

@@ -93,16 +93,16 @@ __global__ void topkGatherFuseKernel(const float* __restrict__ x, const float* _
 
 }  // namespace
 
-void topkGatherFuse(const float* x, const float* clsProbs, float* y, const int32_t* originsIn, int32_t* originsOut,
+void topkGatherFuse(float* out, int32_t* originsOut, const float* x, const float* clsProbs, const int32_t* originsIn,
                     int B, int N, int heads, int C, int k, bool fuse, int32_t fusedOrigin, cudaStream_t s) {
   if (N < 2 || k < 1 || k > N - 1 || heads < 1 || C < 1)
     throw CudaError("topkGatherFuse: need N >= 2, 1 <= k <= N-1, heads >= 1, C >= 1 (got N=" + std::to_string(N) +
                     ", k=" + std::to_string(k) + ", heads=" + std::to_string(heads) + ", C=" + std::to_string(C) + ")");
   if (B <= 0) return;
-  const bool vec4 = C % 4 == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 == 0;
+  const bool vec4 = C % 4 == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
   const size_t bytes = sharedBytes(N - 1);
   reserveSharedMemory(topkGatherFuseKernel, bytes, "topkGatherFuse");
-  launchKernel("topkGatherFuse", topkGatherFuseKernel, B, kThreads, bytes, s, x, clsProbs, y, originsIn, originsOut, N, heads,
+  launchKernel("topkGatherFuse", topkGatherFuseKernel, B, kThreads, bytes, s, x, clsProbs, out, originsIn, originsOut, N, heads,
                C, k, fuse, fusedOrigin, vec4);
 }
 

@@ -67,6 +67,10 @@ export interface BackendInfo {
     runtimeVersion: number;
     devices: CudaDeviceInfo[];
   };
+  /** The native limits: images per forward() call, CPU pool threads, CUDA contexts per model. */
+  limits: { maxBatch: number; maxThreads: number; maxStreams: number };
+  /** Names of NativeForwardResult.profile's entries: the model's slots, then the block slots per block. */
+  profileSlots: { model: string[]; block: string[] };
   /** The addon file in use and where it came from (added by the loader, not the addon). */
   addon: AddonInfo;
 }
@@ -165,12 +169,19 @@ export interface NativeCudaHost {
   };
 }
 
+/** The test flavour's exports (built with -DEVIT_TESTING=ON, as `npm run build` does). */
+export interface NativeTesting {
+  ops: NativeOps;
+  /** Only when the addon has the CUDA backend. */
+  cudaOps?: NativeCudaOps;
+  cudaHost: NativeCudaHost;
+}
+
 export interface NativeBinding {
   Model: new (config: NativeConfig, tensors: Record<string, Float32Array>, options?: NativeModelOptions) => NativeModel;
   backendInfo(): Omit<BackendInfo, 'addon'>;
-  ops: NativeOps;
-  cudaOps: NativeCudaOps;
-  cudaHost: NativeCudaHost;
+  /** Absent from the shipped binary. */
+  testing?: NativeTesting;
 }
 
 /** Where a candidate addon comes from: an explicit EVIT_BINDING, a source build, or the prebuilt one. */
@@ -262,7 +273,7 @@ function loadCandidate(c: AddonCandidate, exists: (f: string) => boolean): { bin
     return { error: explainLoadFailure(message.startsWith(`${c.file}: `) ? message.slice(c.file.length + 2) : message) };
   }
   // A file that loads but is not this addon (or an older one) must not be taken for it.
-  const missing = (['Model', 'backendInfo', 'ops'] as const).filter((k) => mod[k] === undefined);
+  const missing = (['Model', 'backendInfo'] as const).filter((k) => mod[k] === undefined);
   if (missing.length) return { error: `loaded, but it is not a compatible evit addon (missing ${missing.join(', ')})` };
   return { binding: mod as NativeBinding };
 }

@@ -33,7 +33,8 @@ function build(cpuOnly) {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   const common = ['--config', 'Release', '--out', outDir];
   const cudaArchitectures = cpuOnly ? null : process.env.EVIT_CUDA_ARCHITECTURES || releaseCudaArchitectures();
-  const defines = cpuOnly ? ['--CDEVIT_CUDA=OFF'] : ['--CDEVIT_CUDA=ON', `--CDCMAKE_CUDA_ARCHITECTURES=${cudaArchitectures}`];
+  // The shipped binary is the production flavour: no binding.testing.
+  const defines = ['--CDEVIT_TESTING=OFF', ...(cpuOnly ? ['--CDEVIT_CUDA=OFF'] : ['--CDEVIT_CUDA=ON', `--CDCMAKE_CUDA_ARCHITECTURES=${cudaArchitectures}`])];
   log(`building ${target} (${cpuOnly ? 'CPU only' : 'CPU, and CUDA when nvcc is found'}) in ${path.relative(root, outDir)}/`);
   const started = Date.now();
   // Configure every time, so the options above replace whatever an earlier run cached; the build is incremental.

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=build/asan
-npx cmake-js compile --config Debug -O "$out" --CDEVIT_CUDA=OFF \
+npx cmake-js compile --config Debug -O "$out" --CDEVIT_CUDA=OFF --CDEVIT_TESTING=ON \
   --CDCMAKE_CXX_FLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" \
   --CDCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address" >/dev/null
 npm run build:ts >/dev/null

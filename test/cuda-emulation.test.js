@@ -19,7 +19,7 @@ const FLAGS = ['-std=c++17', '-O1', '-Wall', '-I', path.join(root, 'test/native/
 const CUDA_HOST = ['cuda_model.cu', 'execution_context.cu', 'device_arena.cu', 'device_weights.cu'].map((f) => path.join(root, 'cuda', f));
 const sources = [
   ...CUDA_HOST,
-  ...['plan.cc', 'host_weights.cc'].map((f) => path.join(root, 'src', f)),
+  ...['plan.cc', 'host_weights.cc'].map((f) => path.join(root, 'src/backend', f)),
   ...fs.readdirSync(path.join(root, 'src/cpu')).filter((f) => f.endsWith('.cc')).map((f) => path.join(root, 'src/cpu', f)),
   ...['fake_cuda/fake_runtime.cc', 'fake_cuda/fake_kernels.cc', 'cuda_model_emulated.cc'].map((f) => path.join(root, 'test/native', f)),
 ];

@@ -25,8 +25,8 @@ test('binding.gyp lists the C++ sources CMakeLists.txt builds for the CPU', (t) 
 test('node-gyp builds a CPU-only addon that matches the reference', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evit-gyp-'));
   try {
-    // cuda/ too: src/cuda_host_checks.cc tests the kernels' host-side helpers from their headers.
-    for (const d of ['src', 'cuda']) fs.cpSync(path.join(root, d), path.join(dir, d), { recursive: true });
+    // src/ only: the CPU-only build needs nothing of cuda/ (nor of src/testing, which it does not compile).
+    fs.cpSync(path.join(root, 'src'), path.join(dir, 'src'), { recursive: true, filter: (f) => !f.includes(`${path.sep}testing`) });
     for (const f of ['binding.gyp', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(dir, f));
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
     const gyp = require.resolve('node-gyp/bin/node-gyp.js');
@@ -38,9 +38,10 @@ test('node-gyp builds a CPU-only addon that matches the reference', (t) => {
     const build = spawnSync(process.execPath, args, { cwd: dir, encoding: 'utf8' });
     t.equal(build.status, 0, 'node-gyp rebuild succeeds' + (build.status ? `\n${build.stderr.slice(-2000)}` : ''));
     const addon = path.join(dir, 'build', 'Release', 'evit.node');
-    const info = spawnSync(process.execPath, ['-e', 'console.log(JSON.stringify(require(process.argv[1]).backendInfo().cuda))', addon], { encoding: 'utf8' });
+    const info = spawnSync(process.execPath, ['-e', 'const b = require(process.argv[1]); console.log(JSON.stringify({ cuda: b.backendInfo().cuda, testing: "testing" in b }))', addon], { encoding: 'utf8' });
     t.equal(info.status, 0, info.stderr);
-    const cuda = JSON.parse(info.stdout);
+    const { cuda, testing } = JSON.parse(info.stdout);
+    t.equal(testing, false, 'the source build is the production flavour: no binding.testing');
     t.equal(cuda.compiled, false, 'no CUDA in the gyp build');
     t.match(cuda.reason, /without nvcc/);
     const parity = spawnSync(process.execPath, [path.join(__dirname, 'parity.test.js')], {

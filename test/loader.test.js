@@ -110,7 +110,7 @@ test('a file that loads but is not the evit addon is refused', (t) => {
     return t.end();
   }
   const r = load(layout('foreign'), { EVIT_BINDING: sharpAddon });
-  t.match(r.error?.message ?? '', /EVIT_BINDING \S+sharp\S+: loaded, but it is not a compatible evit addon \(missing Model, backendInfo, ops\)/);
+  t.match(r.error?.message ?? '', /EVIT_BINDING \S+sharp\S+: loaded, but it is not a compatible evit addon \(missing Model, backendInfo\)/);
   t.end();
 });
 

@@ -280,7 +280,7 @@ test('the native binding validates what it is handed', (t) => {
 });
 
 test('single-op calls on the JS thread while a forward pass runs do not disturb it', async (t) => {
-  const { ops } = loadBinding();
+  const { ops } = loadBinding().testing;
   const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 1 });
   const input = await readNpy(fixture('input-224.npy'));
   const running = model.forward(input);

@@ -13,7 +13,7 @@ const { loadBinding } = require('../dist/native');
 const ref = require('./helpers/reference');
 
 const binding = loadBinding();
-const ops = binding.ops;
+const ops = binding.testing.ops;
 const ATOL = 1e-5;
 const RTOL = 1e-5;
 const THREADS = binding.backendInfo().cpu.threads;

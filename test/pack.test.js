@@ -102,8 +102,13 @@ test('npm pack holds the runtime, the prebuilt addon and the sources for a rebui
   const files = info.files.map((f) => f.path);
   const has = (p) => files.includes(p);
   for (const p of ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/native.js',
-    `prebuilds/${process.platform}-${process.arch}/evit.node`, 'scripts/install.js', 'binding.gyp', 'src/addon.cc'])
+    `prebuilds/${process.platform}-${process.arch}/evit.node`, 'scripts/install.js', 'binding.gyp', 'src/binding/addon.cc'])
     t.ok(has(p), `ships ${p}`);
+  for (const prefix of ['src/testing/', 'cuda/testing/'])
+    t.notOk(files.some((f) => f.startsWith(prefix)), `no test exports' sources (${prefix})`);
+  const flavour = spawnSync(process.execPath, ['-e', 'process.stdout.write(String("testing" in require(process.argv[1])))', prebuilt],
+    { encoding: 'utf8' });
+  t.equal(flavour.stdout, 'false', 'the prebuilt addon is the production flavour: no binding.testing');
   if (fs.existsSync(h.bundledModel)) t.ok(has('models/fashion-mnist/model.safetensors'), 'ships the bundled model');
   for (const prefix of ['test/', 'tools/', 'bench/', 'lib/', 'docs/', 'build/', 'build-prebuild/', 'node_modules/', '.ci/'])
     t.notOk(files.some((f) => f.startsWith(prefix)), `nothing under ${prefix}`);

@@ -58,7 +58,7 @@ void blasAttention(const float* qkv, int B, int N, int heads, int headDim, float
 
 }  // namespace
 
-void clsAttention(const float* qkv, int B, int N, int heads, int headDim, float* out, float* clsScores) {
+void clsAttention(float* out, float* clsScores, const float* qkv, int B, int N, int heads, int headDim) {
   // Row 0 of every head's softmax, so the head mean can be taken in a fixed order afterwards.
   std::vector<float> headRows(clsScores ? (size_t)B * heads * N : 0);  // small: B·heads·N
   float* rows = clsScores ? headRows.data() : nullptr;

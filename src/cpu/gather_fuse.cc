@@ -7,8 +7,8 @@
 
 namespace evit::cpu {
 
-void gatherFuse(const float* x, int B, int N, int C, const float* scores, const int32_t* idx, int k, bool fuse,
-                float* out, const int32_t* originsIn, int32_t* originsOut, int32_t fusedOrigin) {
+void gatherFuse(float* out, int32_t* originsOut, const float* x, const float* scores, const int32_t* idx,
+                const int32_t* originsIn, int B, int N, int C, int k, bool fuse, int32_t fusedOrigin) {
   const int M = N - 1, outN = 1 + k + (fuse ? 1 : 0), outTokens = k + (fuse ? 1 : 0);
   ThreadPool& tp = pool();
   const int T = tp.size();

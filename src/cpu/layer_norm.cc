@@ -58,14 +58,14 @@ __attribute__((target("avx2,fma"))) void layerNormRowAvx2(const float* xr, float
 
 }  // namespace
 
-void layerNorm(const float* x, float* out, int rows, int C, const float* w, const float* b, float eps) {
+void layerNorm(float* out, const float* x, long rowStride, const float* w, const float* b, int rows, int C, float eps) {
   const bool avx2 = hasAvx2Fma();
   pool().parallelFor(rows, [&](size_t r0, size_t r1, int) {
     for (size_t r = r0; r < r1; ++r) {
       if (avx2)
-        layerNormRowAvx2(x + r * C, out + r * C, C, w, b, eps);
+        layerNormRowAvx2(x + r * rowStride, out + r * C, C, w, b, eps);
       else
-        layerNormRowScalar(x + r * C, out + r * C, C, w, b, eps);
+        layerNormRowScalar(x + r * rowStride, out + r * C, C, w, b, eps);
     }
   });
 }

@@ -32,7 +32,7 @@ void linearTile(const float* x, int K, const float* W, const float* b, int N, fl
 
 }  // namespace
 
-void linear(const float* x, int M, int K, const float* W, const float* b, int N, float* out, Epilogue ep) {
+void linear(float* out, const float* x, const float* W, const float* b, int M, int N, int K, Epilogue ep) {
   ThreadPool& tp = pool();
   const int t = tp.size();
   // Split rows when there are enough for every thread to run a full GEMM panel; else split columns.

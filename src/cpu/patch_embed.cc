@@ -1,18 +1,16 @@
+// The data movement around the patch-embedding GEMM, as in cuda/patch_embed.cu: im2col before
+// it (patchify), class token and position embedding after it (assembleTokens).
 #include <algorithm>
-#include <vector>
 
 #include "ops.h"
 #include "thread_pool.h"
 
 namespace evit::cpu {
 
-void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, const float* W, const float* b,
-                const float* cls, const float* pos, int C, float* x, float* work) {
+void patchify(float* cols, const float* img, int B, int inChans, int gh, int gw, int p) {
   const int P = gh * gw, H = gh * p, Wd = gw * p;
   const size_t K = (size_t)inChans * p * p;
-  // im2col: row (b, patch) holds that patch's pixels in the conv weight's (c, ky, kx) order.
-  float* cols = work;                  // [B·P, K]
-  float* emb = work + (size_t)B * P * K;  // [B·P, C]
+  // Row (b, patch) holds that patch's pixels in the conv weight's (c, ky, kx) order.
   pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
     for (size_t r = r0; r < r1; ++r) {
       const size_t bi = r / P, pi = r % P;
@@ -25,14 +23,16 @@ void patchEmbed(const float* img, int B, int inChans, int gh, int gw, int p, con
         }
     }
   });
-  linear(cols, B * P, (int)K, W, b, C, emb, Epilogue::Bias);
+}
+
+void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C) {
   pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
     for (size_t bi = b0; bi < b1; ++bi) {
       float* xb = x + bi * (1 + P) * C;
       for (int c = 0; c < C; ++c) xb[c] = cls[c] + pos[c];
       for (int pi = 0; pi < P; ++pi)
         for (int c = 0; c < C; ++c)
-          xb[(size_t)(1 + pi) * C + c] = emb[(bi * P + pi) * C + c] + pos[(size_t)(1 + pi) * C + c];
+          xb[(size_t)(1 + pi) * C + c] = patches[(bi * P + pi) * C + c] + pos[(size_t)(1 + pi) * C + c];
     }
   });
 }

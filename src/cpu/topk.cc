@@ -25,7 +25,7 @@ inline uint64_t rankKey(float s, int32_t index) {
 
 }  // namespace
 
-void topk(const float* scores, int B, int M, int k, int32_t* idx) {
+void topk(int32_t* idx, const float* scores, int B, int M, int k) {
   pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
     std::vector<uint64_t> keys(M);
     for (size_t b = b0; b < b1; ++b) {

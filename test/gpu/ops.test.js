@@ -1,13 +1,13 @@
 'use strict';
-// Each CUDA kernel (binding.cudaOps) against the float64 references of test/helpers and the
-// CPU ops (binding.ops). 16-bit runs feed the references the same rounded inputs (rounded on
+// Each CUDA kernel (binding.testing.cudaOps) against the float64 references of test/helpers and the
+// CPU ops (binding.testing.ops). 16-bit runs feed the references the same rounded inputs (rounded on
 // the device by the convert kernel, itself checked against round-to-nearest-even here), so
 // what remains is accumulation order and the rounding of 16-bit outputs.
 const test = require('tape');
 const ref = require('../helpers/reference');
 const { loadBinding } = require('../../dist/native');
 
-const { ops, cudaOps } = loadBinding();
+const { ops, cudaOps } = loadBinding().testing;
 const PRECISIONS = ['f32', 'f16', 'bf16'];
 // Relative to each element's scale (the sum of |terms|): fp32 accumulation, plus the output's
 // rounding when it is stored in 16 bits (half an ulp: 2^-11 for f16, 2^-8 for bf16, doubled).

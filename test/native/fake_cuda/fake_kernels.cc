@@ -8,7 +8,7 @@
 
 #include "../../../cuda/kernels.h"
 #include "../../../src/cpu/ops.h"
-#include "../../../src/cuda_probe.h"
+#include "../../../src/backend/cuda_backend.h"
 #include "fake_cuda.h"
 
 namespace fake_cuda {
@@ -47,28 +47,26 @@ void launch(const char* name, cudaStream_t s, std::function<void()> work) {
 }  // namespace
 
 template <class T>
-void layerNorm(const float* x, long rowStride, const float* w, const float* b, T* y, int rows, int C, float eps,
+void layerNorm(T* y, const float* x, long rowStride, const float* w, const float* b, int rows, int C, float eps,
                cudaStream_t s) {
-  launch<T>("layerNorm", s, [=] {
-    for (int r = 0; r < rows; ++r) cpu::layerNorm(x + r * rowStride, (float*)y + (long)r * C, 1, C, w, b, eps);
-  });
+  launch<T>("layerNorm", s, [=] { cpu::layerNorm((float*)y, x, rowStride, w, b, rows, C, eps); });
 }
 
 template <class T>
-void linear(const T* x, const T* W, const float* b, void* out, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
   launch<T>("linear", s, [=] {
     const cpu::Epilogue e = ep == Epilogue::BiasGelu ? cpu::Epilogue::BiasGelu
                             : ep == Epilogue::BiasResidual ? cpu::Epilogue::BiasResidual
                                                            : cpu::Epilogue::Bias;
-    cpu::linear((const float*)x, M, K, (const float*)W, b, N, (float*)out, e);
+    cpu::linear((float*)out, (const float*)x, (const float*)W, b, M, N, K, e);
   });
 }
 
 template <class T>
-void attention(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, int headDim, cudaStream_t s) {
+void attention(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s) {
   launch<T>("attention", s, [=] {
     const float* q = (const float*)qkv;
-    cpu::clsAttention(q, B, N, heads, headDim, (float*)out, nullptr);
+    cpu::clsAttention((float*)out, nullptr, q, B, N, heads, headDim);
     if (!clsProbs) return;
     // Each head's softmax row 0, all N columns, as the kernel writes it.
     const int C = heads * headDim;
@@ -89,7 +87,7 @@ void attention(const T* qkv, T* out, float* clsProbs, int B, int N, int heads, i
   });
 }
 
-void topkGatherFuse(const float* x, const float* clsProbs, float* y, const int32_t* originsIn, int32_t* originsOut,
+void topkGatherFuse(float* y, int32_t* originsOut, const float* x, const float* clsProbs, const int32_t* originsIn,
                     int B, int N, int heads, int C, int k, bool fuse, int32_t fusedOrigin, cudaStream_t s) {
   launch<float>("topkGatherFuse", s, [=] {
     std::vector<float> scores((size_t)B * (N - 1));
@@ -100,13 +98,13 @@ void topkGatherFuse(const float* x, const float* clsProbs, float* y, const int32
         scores[(size_t)b * (N - 1) + j] = sum / heads;
       }
     std::vector<int32_t> idx((size_t)B * k);
-    cpu::topk(scores.data(), B, N - 1, k, idx.data());
-    cpu::gatherFuse(x, B, N, C, scores.data(), idx.data(), k, fuse, y, originsIn, originsOut, fusedOrigin);
+    cpu::topk(idx.data(), scores.data(), B, N - 1, k);
+    cpu::gatherFuse(y, originsOut, x, scores.data(), idx.data(), originsIn, B, N, C, k, fuse, fusedOrigin);
   });
 }
 
 template <class T>
-void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
+void patchify(T* cols, const float* img, int B, int inChans, int gh, int gw, int p, cudaStream_t s) {
   launch<T>("patchify", s, [=] {
     float* c = (float*)cols;
     const int K = inChans * p * p, H = gh * p, W = gw * p;
@@ -121,7 +119,7 @@ void patchify(const float* img, T* cols, int B, int inChans, int gh, int gw, int
   });
 }
 
-void assembleTokens(const float* patches, const float* cls, const float* pos, float* x, int B, int P, int C,
+void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C,
                     cudaStream_t s) {
   launch<float>("assembleTokens", s, [=] {
     for (int b = 0; b < B; ++b)
@@ -132,16 +130,16 @@ void assembleTokens(const float* patches, const float* cls, const float* pos, fl
 }
 
 template <class T>
-void convert(const float*, T*, long, cudaStream_t) {
+void convert(T*, const float*, long, cudaStream_t) {
   throw CudaError("convert: the host emulation runs f32 only");
 }
 
 #define INSTANTIATE(T)                                                                                        \
-  template void layerNorm<T>(const float*, long, const float*, const float*, T*, int, int, float, cudaStream_t); \
-  template void linear<T>(const T*, const T*, const float*, void*, int, int, int, Epilogue, cudaStream_t);      \
-  template void attention<T>(const T*, T*, float*, int, int, int, int, cudaStream_t);                          \
-  template void patchify<T>(const float*, T*, int, int, int, int, int, cudaStream_t);                          \
-  template void convert<T>(const float*, T*, long, cudaStream_t);
+  template void layerNorm<T>(T*, const float*, long, const float*, const float*, int, int, float, cudaStream_t); \
+  template void linear<T>(void*, const T*, const T*, const float*, int, int, int, Epilogue, cudaStream_t);      \
+  template void attention<T>(T*, float*, const T*, int, int, int, int, cudaStream_t);                          \
+  template void patchify<T>(T*, const float*, int, int, int, int, int, cudaStream_t);                          \
+  template void convert<T>(T*, const float*, long, cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)

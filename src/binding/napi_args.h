@@ -1,11 +1,14 @@
 // Argument checks shared by the binding classes: every pointer, shape and size
-// that crosses from JS is validated here, and failures become JS errors.
+// that crosses from JS is validated here, and failures become JS errors (js_errors.h).
 #pragma once
 
 #include <napi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+
+#include "js_errors.h"
 
 namespace evit {
 
@@ -32,29 +35,30 @@ template <typename T>
 Napi::TypedArrayOf<T> typedArrayArg(const Napi::Value& v, const std::string& what, int64_t expected = -1) {
   Napi::Env env = v.Env();
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type)
-    throw Napi::TypeError::New(env, what + " must be a " + TypedArrayTraits<T>::name);
+    throw typeError(env, what + " must be a " + TypedArrayTraits<T>::name);
   auto arr = v.As<Napi::TypedArrayOf<T>>();
   if (expected >= 0 && (int64_t)arr.ElementLength() != expected)
-    throw Napi::RangeError::New(env, what + " has " + std::to_string(arr.ElementLength()) + " elements, expected " +
-                                         std::to_string(expected));
+    throw rangeError(env, what + " has " + std::to_string(arr.ElementLength()) + " elements, expected " +
+                              std::to_string(expected));
   if (arr.ElementLength() > 0 && arr.Data() == nullptr)
-    throw Napi::TypeError::New(env, what + " has no backing store (detached?)");
+    throw typeError(env, what + " has no backing store (detached?)");
   return arr;
 }
 
 inline int intArg(const Napi::Value& v, const std::string& what, int64_t lo, int64_t hi) {
   Napi::Env env = v.Env();
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, what + " must be a number");
+  if (!v.IsNumber()) throw typeError(env, what + " must be a number");
   const double d = v.As<Napi::Number>().DoubleValue();
-  if (d != (double)(int64_t)d || d < (double)lo || d > (double)hi)
-    throw Napi::RangeError::New(env, what + " must be an integer in [" + std::to_string(lo) + ", " +
-                                         std::to_string(hi) + "], got " + v.ToString().Utf8Value());
+  // Range first: casting NaN or a huge double to an integer is undefined behaviour.
+  if (!(d >= (double)lo && d <= (double)hi) || d != std::floor(d))
+    throw rangeError(env, what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                              "], got " + v.ToString().Utf8Value());
   return (int)d;
 }
 
 inline Napi::Value requireProp(const Napi::Object& o, const char* key, const std::string& what) {
   Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) throw Napi::TypeError::New(o.Env(), what + "." + key + " is required");
+  if (v.IsUndefined()) throw typeError(o.Env(), what + "." + key + " is required");
   return v;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "page_buffer.h"
 
 namespace evit {
 
@@ -26,8 +27,9 @@ struct HostTensor {
 
 class HostWeights {
  public:
-  // lookup(name) returns the caller's tensor or {nullptr, 0} when absent; throws ArgumentError
-  // naming the first missing tensor or the first one whose size differs from the spec.
+  // cfg has passed validateConfig. lookup(name) returns the caller's tensor or {nullptr, 0} when
+  // absent; throws ArgumentError naming the first missing tensor or the first one whose size
+  // differs from the spec, so the copy never reads past a caller's array.
   HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup);
   ~HostWeights();
   HostWeights(const HostWeights&) = delete;
@@ -37,7 +39,7 @@ class HostWeights {
   size_t bytes() const { return floats_ * sizeof(float); }
 
  private:
-  float* storage_ = nullptr;
+  PageBuffer storage_;  // page-aligned, so every tensor offset of 16 floats is 64-byte aligned
   size_t floats_ = 0;
   WeightViews views_{};
 };

@@ -1,13 +1,16 @@
 #include "model_handle.h"
 
+#include <climits>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 
-#include "cpu/cpu_model.h"
-#include "cpu/thread_pool.h"
-#include "cuda_backend.h"
+#include "../backend/cuda_backend.h"
+#include "../backend/host_weights.h"
+#include "../backend/page_buffer.h"
+#include "../cpu/cpu_model.h"
+#include "../cpu/thread_pool.h"
 #include "forward_worker.h"
-#include "host_weights.h"
 #include "napi_args.h"
 
 namespace evit {
@@ -21,6 +24,7 @@ Napi::Function ModelHandle::Define(Napi::Env env) {
                          InstanceAccessor<&ModelHandle::PrecisionName>("precision"),
                          InstanceAccessor<&ModelHandle::Disposed>("disposed"),
                          InstanceAccessor<&ModelHandle::WeightBytes>("weightBytes"),
+                         InstanceAccessor<&ModelHandle::ActivationBytes>("activationBytes"),
                      });
 }
 
@@ -28,28 +32,31 @@ namespace {
 
 ModelConfig configArg(const Napi::Value& v) {
   Napi::Env env = v.Env();
-  if (!v.IsObject()) throw Napi::TypeError::New(env, "config must be an object");
+  if (!v.IsObject()) throw typeError(env, "config must be an object");
   Napi::Object o = v.As<Napi::Object>();
   ModelConfig c;
-  auto field = [&](const char* key, int hi) { return intArg(requireProp(o, key, "config"), std::string("config.") + key, 1, hi); };
-  c.embedDim = field("embedDim", 65536);
-  c.depth = field("depth", 1024);
-  c.numHeads = field("numHeads", 65536);
-  c.patchSize = field("patchSize", 1024);
-  c.inChans = field("inChans", 64);
-  c.gridH = field("gridH", 65536);
-  c.gridW = field("gridW", 65536);
-  c.numClasses = field("numClasses", 1000000);
-  c.mlpHidden = field("mlpHidden", 262144);
+  // Integers here; their ranges are validateConfig's.
+  auto field = [&](const char* key) {
+    return intArg(requireProp(o, key, "config"), std::string("config.") + key, INT32_MIN, INT32_MAX);
+  };
+  c.embedDim = field("embedDim");
+  c.depth = field("depth");
+  c.numHeads = field("numHeads");
+  c.patchSize = field("patchSize");
+  c.inChans = field("inChans");
+  c.gridH = field("gridH");
+  c.gridW = field("gridW");
+  c.numClasses = field("numClasses");
+  c.mlpHidden = field("mlpHidden");
   if (o.Has("eps")) {
     Napi::Value e = o.Get("eps");
-    if (!e.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
+    if (!e.IsNumber()) throw typeError(env, "config.eps must be a number");
     c.eps = e.As<Napi::Number>().FloatValue();
   }
   try {
     validateConfig(c);
   } catch (const ArgumentError& e) {
-    throw Napi::RangeError::New(env, e.what());
+    throw rangeError(env, e.what());
   }
   return c;
 }
@@ -69,28 +76,28 @@ std::string stringArg(const Napi::Value& v, const std::string& what, std::initia
     for (const char* a : allowed)
       if (s == a) return s;
   }
-  throw Napi::TypeError::New(v.Env(), what + " must be one of " + list + ", got " + v.ToString().Utf8Value());
+  throw typeError(v.Env(), what + " must be one of " + list + ", got " + v.ToString().Utf8Value());
 }
 
 BackendOptions backendArg(const Napi::Value& v) {
   BackendOptions b;
   if (v.IsUndefined() || v.IsNull()) return b;
-  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "options must be an object");
+  if (!v.IsObject()) throw typeError(v.Env(), "options must be an object");
   Napi::Object o = v.As<Napi::Object>();
   auto given = [&](const char* key) { return o.Has(key) && !o.Get(key).IsUndefined(); };
-  if (given("threads")) cpu::configureThreads(intArg(o.Get("threads"), "options.threads", 1, 1024));
+  if (given("threads")) cpu::configureThreads(intArg(o.Get("threads"), "options.threads", 1, Limits::kMaxThreads));
   if (given("device")) b.cuda = stringArg(o.Get("device"), "options.device", {"cpu", "cuda"}) == "cuda";
   if (given("precision")) {
     const std::string p = stringArg(o.Get("precision"), "options.precision", {"f32", "f16", "bf16"});
     b.cudaOptions.precision = p == "f32" ? Precision::F32 : p == "f16" ? Precision::F16 : Precision::BF16;
     b.precisionGiven = true;
   }
-  if (given("maxBatch")) b.cudaOptions.maxBatch = intArg(o.Get("maxBatch"), "options.maxBatch", 1, 4096);
-  if (given("streams")) b.cudaOptions.streams = intArg(o.Get("streams"), "options.streams", 1, 16);
+  if (given("maxBatch")) b.cudaOptions.maxBatch = intArg(o.Get("maxBatch"), "options.maxBatch", 1, Limits::kMaxBatch);
+  if (given("streams")) b.cudaOptions.streams = intArg(o.Get("streams"), "options.streams", 1, Limits::kMaxStreams);
   // The CPU backend computes in fp32 only: a 16-bit request there would be silently ignored.
   if (!b.cuda && b.precisionGiven && b.cudaOptions.precision != Precision::F32)
-    throw Napi::RangeError::New(v.Env(), std::string("options.precision '") + precisionName(b.cudaOptions.precision) +
-                                             "' needs device 'cuda'; the CPU backend computes in f32");
+    throw rangeError(v.Env(), std::string("options.precision '") + precisionName(b.cudaOptions.precision) +
+                                  "' needs device 'cuda'; the CPU backend computes in f32");
   return b;
 }
 
@@ -98,9 +105,9 @@ BackendOptions backendArg(const Napi::Value& v) {
 
 ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
   Napi::Env env = info.Env();
-  if (!info.IsConstructCall()) throw Napi::TypeError::New(env, "Model must be called with new");
+  if (!info.IsConstructCall()) throw typeError(env, "Model must be called with new");
   const ModelConfig cfg = configArg(info[0]);
-  if (!info[1].IsObject()) throw Napi::TypeError::New(env, "tensors must be an object of Float32Arrays");
+  if (!info[1].IsObject()) throw typeError(env, "tensors must be an object of Float32Arrays");
   Napi::Object tensors = info[1].As<Napi::Object>();
   const BackendOptions backend = backendArg(info.Length() > 2 ? info[2] : env.Undefined());
   std::shared_ptr<HostWeights> weights;
@@ -113,9 +120,9 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
       return {arr.ElementLength() ? arr.Data() : &empty, arr.ElementLength()};
     });
   } catch (const ArgumentError& e) {
-    throw Napi::RangeError::New(env, e.what());
+    throw rangeError(env, e.what());
   } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(env, "out of memory copying the weights");
+    throw nativeFailure(env, "out of memory copying the weights");
   }
   weightBytes_ = weights->bytes();
   if (!backend.cuda) {
@@ -125,12 +132,10 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
   try {
     // The device keeps its own copy: the host weights are freed when this scope ends.
     model_ = makeCudaModel(cfg, *weights, backend.cudaOptions);
-  } catch (const ArgumentError& e) {
-    throw Napi::RangeError::New(env, e.what());
   } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(env, "out of host memory preparing the model for CUDA");
+    throw nativeFailure(env, "out of host memory preparing the model for CUDA");
   } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("CUDA backend: ") + e.what());
+    throw nativeFailure(env, std::string("CUDA backend: ") + e.what());
   }
   backend_ = "cuda";
   precision_ = precisionName(backend.cudaOptions.precision);
@@ -138,26 +143,36 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
 
 Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!model_) throw Napi::Error::New(env, "model has been disposed");
+  if (!model_) throw nativeFailure(env, "model has been disposed");
   const ModelConfig& c = model_->config();
-  const int batch = intArg(info[1], "batch", 1, 4096);
+  const int batch = intArg(info[1], "batch", 1, Limits::kMaxBatch);
   const int64_t expected = (int64_t)batch * c.inChans * c.imgH() * c.imgW();
   auto images = typedArrayArg<float>(info[0], "images", expected);
   auto keep = typedArrayArg<int32_t>(info[2], "keep", c.depth);
   auto fuse = typedArrayArg<uint8_t>(info[3], "fuse", c.depth);
 
+  // The pass reads its own copy: JavaScript may transfer, resize or rewrite the caller's buffer
+  // while the pass runs on a worker thread, and N-API cannot pin an ArrayBuffer's memory.
+  PageBuffer owned;
+  try {
+    owned = PageBuffer((size_t)expected * sizeof(float));
+  } catch (const std::bad_alloc&) {
+    throw nativeFailure(env, "out of memory copying the input batch");
+  }
+  std::memcpy(owned.as<float>(), images.Data(), (size_t)expected * sizeof(float));
+
   ForwardRequest req;
-  req.images = images.Data();
+  req.images = owned.as<float>();
   req.batch = batch;
   req.profile = info.Length() > 4 && info[4].ToBoolean();
   req.plan.resize(c.depth);
   for (int i = 0; i < c.depth; ++i) req.plan[i] = BlockPlan{keep[i], fuse[i] != 0};
   try {
-    validatePlan(c, req.plan);
+    req.tokens = validatePlan(c, req.plan);
   } catch (const ArgumentError& e) {
-    throw Napi::RangeError::New(env, e.what());
+    throw rangeError(env, e.what());
   }
-  auto* worker = new ForwardWorker(env, model_, std::move(req), info.This().As<Napi::Object>(), images);
+  auto* worker = new ForwardWorker(env, model_, std::move(req), std::move(owned), info.This().As<Napi::Object>());
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -175,6 +190,10 @@ Napi::Value ModelHandle::Disposed(const Napi::CallbackInfo& info) { return Napi:
 
 Napi::Value ModelHandle::WeightBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)weightBytes_);
+}
+
+Napi::Value ModelHandle::ActivationBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), model_ ? (double)model_->activationBytes() : 0.0);
 }
 
 }  // namespace evit

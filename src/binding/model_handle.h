@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "backend.h"
+#include "../backend/backend.h"
 
 namespace evit {
 
@@ -22,6 +22,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value PrecisionName(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value WeightBytes(const Napi::CallbackInfo& info);
+  Napi::Value ActivationBytes(const Napi::CallbackInfo& info);
 
   // Shared with in-flight workers: dispose() drops this reference and the last
   // worker to finish frees the weights.

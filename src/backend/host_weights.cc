@@ -39,7 +39,6 @@ std::vector<TensorSpec> tensorSpecs(const ModelConfig& c) {
 }
 
 HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup) {
-  validateConfig(cfg);
   const auto specs = tensorSpecs(cfg);
   std::vector<HostTensor> src;
   src.reserve(specs.size());
@@ -58,12 +57,12 @@ HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(
     offsets[i] = floats_;
     floats_ += (specs[i].numel + align - 1) / align * align;
   }
-  storage_ = static_cast<float*>(std::aligned_alloc(64, floats_ * sizeof(float)));
-  if (!storage_) throw std::bad_alloc();
-  for (size_t i = 0; i < specs.size(); ++i) std::memcpy(storage_ + offsets[i], src[i].data, src[i].numel * sizeof(float));
+  storage_ = PageBuffer(floats_ * sizeof(float));
+  float* base = storage_.as<float>();
+  for (size_t i = 0; i < specs.size(); ++i) std::memcpy(base + offsets[i], src[i].data, src[i].numel * sizeof(float));
 
   std::unordered_map<std::string, const float*> at;
-  for (size_t i = 0; i < specs.size(); ++i) at[specs[i].name] = storage_ + offsets[i];
+  for (size_t i = 0; i < specs.size(); ++i) at[specs[i].name] = base + offsets[i];
   views_.clsToken = at["cls_token"];
   views_.posEmbed = at["pos_embed"];
   views_.patchW = at["patch_embed.proj.weight"];
@@ -81,6 +80,6 @@ HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(
   views_.headB = at["head.bias"];
 }
 
-HostWeights::~HostWeights() { std::free(storage_); }
+HostWeights::~HostWeights() = default;
 
 }  // namespace evit

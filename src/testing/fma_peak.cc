@@ -4,7 +4,7 @@
 #include <thread>
 #include <vector>
 
-#include "ops.h"
+#include "fma_peak.h"
 
 namespace evit::cpu {
 

@@ -4,30 +4,31 @@
 #include <new>
 #include <utility>
 
+#include "js_errors.h"
+
 namespace evit {
 
 ForwardWorker::ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model, ForwardRequest req,
-                             Napi::Object owner, Napi::TypedArray images)
+                             PageBuffer images, Napi::Object owner)
     : Napi::AsyncWorker(env, "evit:forward"),
       deferred_(Napi::Promise::Deferred::New(env)),
       model_(std::move(model)),
       req_(std::move(req)),
-      owner_(Napi::Persistent(owner)),
-      images_(Napi::Persistent(images)) {}
+      images_(std::move(images)),
+      owner_(Napi::Persistent(owner)) {}
 
 void ForwardWorker::Execute() {
   try {
     model_->forward(req_, result_);
-  } catch (const ArgumentError& e) {
-    argumentError_ = true;
-    SetError(e.what());
   } catch (const std::bad_alloc&) {
     SetError("out of memory running the forward pass");
   } catch (const std::exception& e) {
     SetError(e.what());
   }
-  // Drop our share now: if dispose() came while we ran, the weights go here, off the JS thread.
+  // Drop our share now: if dispose() came while we ran, the weights go here, off the JS thread;
+  // so does the input copy.
   model_.reset();
+  images_ = PageBuffer();
 }
 
 void ForwardWorker::OnOK() {
@@ -60,8 +61,7 @@ void ForwardWorker::OnOK() {
 void ForwardWorker::OnError(const Napi::Error& e) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
-  Napi::Error err = argumentError_ ? Napi::RangeError::New(env, e.Message()) : Napi::Error::New(env, e.Message());
-  deferred_.Reject(err.Value());
+  deferred_.Reject(nativeFailure(env, e.Message()).Value());
 }
 
 }  // namespace evit

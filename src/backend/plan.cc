@@ -5,26 +5,28 @@
 namespace evit {
 
 void validateConfig(const ModelConfig& c) {
-  auto positive = [](const char* name, int v) {
-    if (v <= 0) throw ArgumentError(std::string("config.") + name + " must be a positive integer, got " + std::to_string(v));
+  // Upper bounds keep every size the backends compute (rows · width, weights) far from overflow.
+  auto inRange = [](const char* name, int v, int hi) {
+    if (v < 1 || v > hi)
+      throw ArgumentError(std::string("config.") + name + " must be an integer in [1, " + std::to_string(hi) +
+                          "], got " + std::to_string(v));
   };
-  positive("embedDim", c.embedDim);
-  positive("depth", c.depth);
-  positive("numHeads", c.numHeads);
-  positive("patchSize", c.patchSize);
-  positive("inChans", c.inChans);
-  positive("gridH", c.gridH);
-  positive("gridW", c.gridW);
-  positive("numClasses", c.numClasses);
-  positive("mlpHidden", c.mlpHidden);
+  inRange("embedDim", c.embedDim, 65536);
+  inRange("depth", c.depth, 1024);
+  inRange("numHeads", c.numHeads, 65536);
+  inRange("patchSize", c.patchSize, 1024);
+  inRange("inChans", c.inChans, 64);
+  inRange("gridH", c.gridH, 65536);
+  inRange("gridW", c.gridW, 65536);
+  inRange("numClasses", c.numClasses, 1000000);
+  inRange("mlpHidden", c.mlpHidden, 262144);
   if (c.embedDim % c.numHeads != 0)
     throw ArgumentError("config.numHeads (" + std::to_string(c.numHeads) + ") does not divide embedDim (" +
                         std::to_string(c.embedDim) + ")");
+  if ((long)c.gridH * c.gridW > 65536)
+    throw ArgumentError("config.gridH × gridW must be at most 65536 patches, got " +
+                        std::to_string((long)c.gridH * c.gridW));
   if (!(c.eps > 0.0f)) throw ArgumentError("config.eps must be positive");
-  // Keeps every buffer size below 2^31 elements for a batch of up to 4096.
-  if (c.embedDim > 65536 || c.mlpHidden > 262144 || c.depth > 1024 || c.numPatches() > 65536 || c.patchSize > 1024 ||
-      c.inChans > 64 || c.numClasses > 1000000)
-    throw ArgumentError("config values are out of the supported range");
 }
 
 std::vector<int> validatePlan(const ModelConfig& cfg, const std::vector<BlockPlan>& plan) {

@@ -1,11 +1,12 @@
-#include "ops_binding.h"
-
+// binding.testing.ops: each CPU op of the forward pass on its own, synchronously, so tests can
+// check it against a naive reference and the microbenchmarks can time it.
 #include <cstring>
 #include <vector>
 
-#include "cpu/ops.h"
-#include "cpu/thread_pool.h"
-#include "napi_args.h"
+#include "../binding/napi_args.h"
+#include "../cpu/ops.h"
+#include "fma_peak.h"
+#include "testing_exports.h"
 
 namespace evit {
 
@@ -26,10 +27,10 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   auto w = typedArrayArg<float>(info[3], "w", C);
   auto b = typedArrayArg<float>(info[4], "b", C);
   if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
-    throw Napi::TypeError::New(info.Env(), "eps must be a non-negative number");
+    throw typeError(info.Env(), "eps must be a non-negative number");
   const float eps = info[5].As<Napi::Number>().FloatValue();
   std::vector<float> out((size_t)rows * C);
-  cpu::layerNorm(x.Data(), out.data(), rows, C, w.Data(), b.Data(), eps);
+  cpu::layerNorm(out.data(), x.Data(), C, w.Data(), b.Data(), rows, C, eps);
   return copyOf(info.Env(), out.data(), out.size());
 }
 
@@ -53,9 +54,9 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     auto r = typedArrayArg<float>(info[7], "residual", (int64_t)M * N);
     std::memcpy(out.data(), r.Data(), out.size() * sizeof(float));
   } else {
-    throw Napi::RangeError::New(env, "epilogue must be 'bias', 'gelu' or 'residual'");
+    throw rangeError(env, "epilogue must be 'bias', 'gelu' or 'residual'");
   }
-  cpu::linear(x.Data(), M, K, W.Data(), b.Data(), N, out.data(), e);
+  cpu::linear(out.data(), x.Data(), W.Data(), b.Data(), M, N, K, e);
   return copyOf(env, out.data(), out.size());
 }
 
@@ -67,7 +68,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   auto qkv = typedArrayArg<float>(info[0], "qkv", (int64_t)B * N * 3 * H * d);
   const bool withScores = info[5].ToBoolean();
   std::vector<float> out((size_t)B * N * H * d), scores(withScores ? (size_t)B * (N - 1) : 0);
-  cpu::clsAttention(qkv.Data(), B, N, H, d, out.data(), withScores ? scores.data() : nullptr);
+  cpu::clsAttention(out.data(), withScores ? scores.data() : nullptr, qkv.Data(), B, N, H, d);
   Napi::Object res = Napi::Object::New(env);
   res.Set("out", copyOf(env, out.data(), out.size()));
   if (withScores) res.Set("scores", copyOf(env, scores.data(), scores.size()));
@@ -80,7 +81,7 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
   const int k = intArg(info[3], "k", 1, M);
   auto s = typedArrayArg<float>(info[0], "scores", (int64_t)B * M);
   auto idx = Napi::Int32Array::New(info.Env(), (size_t)B * k);
-  cpu::topk(s.Data(), B, M, k, idx.Data());
+  cpu::topk(idx.Data(), s.Data(), B, M, k);
   return idx;
 }
 
@@ -99,15 +100,17 @@ Napi::Value GatherFuse(const Napi::CallbackInfo& info) {
     std::fill(seen.begin(), seen.end(), 0);
     for (int i = 0; i < k; ++i) {
       const int j = idx[(size_t)b * k + i];
-      if (j < 0 || j >= N - 1) throw Napi::RangeError::New(env, "idx[" + std::to_string(b * k + i) + "] = " + std::to_string(j) + " is out of range [0, " + std::to_string(N - 1) + ")");
-      if (seen[j]) throw Napi::RangeError::New(env, "idx repeats token " + std::to_string(j) + " in row " + std::to_string(b));
+      if (j < 0 || j >= N - 1)
+        throw rangeError(env, "idx[" + std::to_string(b * k + i) + "] = " + std::to_string(j) + " is out of range [0, " +
+                                  std::to_string(N - 1) + ")");
+      if (seen[j]) throw rangeError(env, "idx repeats token " + std::to_string(j) + " in row " + std::to_string(b));
       seen[j] = 1;
     }
   }
   const int outN = 1 + k + (fuse ? 1 : 0);
   std::vector<float> out((size_t)B * outN * C);
   auto origins = Napi::Int32Array::New(env, (size_t)B * (outN - 1));
-  cpu::gatherFuse(x.Data(), B, N, C, s.Data(), idx.Data(), k, fuse, out.data(), nullptr, origins.Data(), -1);
+  cpu::gatherFuse(out.data(), origins.Data(), x.Data(), s.Data(), idx.Data(), nullptr, B, N, C, k, fuse, -1);
   Napi::Object res = Napi::Object::New(env);
   res.Set("out", copyOf(env, out.data(), out.size()));
   res.Set("origins", origins);
@@ -125,8 +128,11 @@ Napi::Value PatchEmbed(const Napi::CallbackInfo& info) {
   auto b = typedArrayArg<float>(info[7], "b", C);
   auto cls = typedArrayArg<float>(info[8], "cls", C);
   auto pos = typedArrayArg<float>(info[9], "pos", (1 + P) * C);
-  std::vector<float> x((size_t)B * (1 + P) * C), work((size_t)B * P * ((size_t)ic * p * p + C));
-  cpu::patchEmbed(img.Data(), B, ic, gh, gw, p, W.Data(), b.Data(), cls.Data(), pos.Data(), C, x.data(), work.data());
+  const int K = ic * p * p;
+  std::vector<float> x((size_t)B * (1 + P) * C), cols((size_t)B * P * K), patches((size_t)B * P * C);
+  cpu::patchify(cols.data(), img.Data(), B, ic, gh, gw, p);
+  cpu::linear(patches.data(), cols.data(), W.Data(), b.Data(), (int)(B * P), C, K, cpu::Epilogue::Bias);
+  cpu::assembleTokens(x.data(), patches.data(), cls.Data(), pos.Data(), B, (int)P, C);
   return copyOf(info.Env(), x.data(), x.size());
 }
 
@@ -139,15 +145,15 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
 
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   const int threads = intArg(info[0], "threads", 1, 1024);
-  if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "seconds must be a number");
+  if (!info[1].IsNumber()) throw typeError(info.Env(), "seconds must be a number");
   const double seconds = info[1].As<Napi::Number>().DoubleValue();
-  if (!(seconds > 0 && seconds <= 60)) throw Napi::RangeError::New(info.Env(), "seconds must be in (0, 60]");
+  if (!(seconds > 0 && seconds <= 60)) throw rangeError(info.Env(), "seconds must be in (0, 60]");
   cpu::FmaWidth width = cpu::FmaWidth::Widest;
   if (info.Length() > 2 && !info[2].IsUndefined()) {
     const std::string w = info[2].ToString().Utf8Value();
     if (w == "avx2") width = cpu::FmaWidth::Avx2;
     else if (w == "avx512") width = cpu::FmaWidth::Avx512;
-    else if (w != "widest") throw Napi::RangeError::New(info.Env(), "width must be 'widest', 'avx2' or 'avx512'");
+    else if (w != "widest") throw rangeError(info.Env(), "width must be 'widest', 'avx2' or 'avx512'");
   }
   return Napi::Number::New(info.Env(), cpu::measureFmaPeak(threads, seconds, width));
 }

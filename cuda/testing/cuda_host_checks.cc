@@ -1,18 +1,17 @@
-// binding.cudaHost: the host-side halves of the CUDA kernels, run on the CPU so that a
+// binding.testing.cudaHost: the host-side halves of the CUDA kernels, run on the CPU so that a
 // machine without a GPU still tests them. The kernels and these functions call the same
 // __host__ __device__ helpers (cuda/*.h): the ranking keys and the sorting network of
 // topkGatherFuse, the fixed-order head mean, GELU, and every tiling's index arithmetic,
 // which is enumerated here block by block, warp by warp and lane by lane.
-#include "cuda_host_checks.h"
-
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "../cuda/device_math.h"
-#include "../cuda/tile_index.h"
-#include "../cuda/topk_order.h"
-#include "napi_args.h"
+#include "../../src/binding/napi_args.h"
+#include "../../src/testing/testing_exports.h"
+#include "../device_math.h"
+#include "../tile_index.h"
+#include "../topk_order.h"
 
 namespace evit {
 
@@ -148,12 +147,12 @@ TileReplay replayTile(const MmaShape& s, bool isA) {
 Napi::Value MmaTiling(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int M = intArg(info[0], "M", 1, 4096), N = intArg(info[1], "N", 1, 4096), K = intArg(info[2], "K", 8, 1 << 16);
-  if (K % 8) throw Napi::RangeError::New(env, "K must be a multiple of 8 (whole 16-byte chunks), got " + std::to_string(K));
+  if (K % 8) throw rangeError(env, "K must be a multiple of 8 (whole 16-byte chunks), got " + std::to_string(K));
   const std::string name = info[3].ToString().Utf8Value();
   MmaShape s;
   if (name == "128x128") s = {128, 128, 2, 4};
   else if (name == "64x64") s = {64, 64, 2, 2};
-  else throw Napi::RangeError::New(env, "shape must be '128x128' or '64x64'");
+  else throw rangeError(env, "shape must be '128x128' or '64x64'");
   Coverage cov((long)M * N);
   long pairErrors = 0;
   for (int bm = 0; bm < (M + s.BM - 1) / s.BM; ++bm)
@@ -258,7 +257,7 @@ bool float2ConflictFree(const int* floatOffsets16) {
 Napi::Value AttentionMmaTiling(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int N = intArg(info[0], "N", 2, 4096), d = intArg(info[1], "headDim", 16, 128);
-  if (d % 16) throw Napi::RangeError::New(env, "headDim must be a multiple of 16");
+  if (d % 16) throw rangeError(env, "headDim must be a multiple of 16");
   const int kvStride = attnKvStride(d), sStride = attnScoreStride(N), keys = kAttnMmaKeys;
   long wrong = 0, conflicts = 0, stagingErrors = 0;
 

@@ -1,7 +1,6 @@
-// binding.cudaOps with the CUDA kernels: each export validates its arguments like
-// binding.ops, uploads fp32 inputs, converts them to the requested precision on the
-// device, runs one kernel on the default stream, waits, and returns fp32 results.
-#include "cuda_ops_binding.h"
+// binding.testing.cudaOps: each export validates its arguments like binding.testing.ops,
+// uploads fp32 inputs, converts them to the requested precision on the device, runs one
+// kernel on the default stream, waits, and returns fp32 results.
 
 #include <climits>
 #include <new>
@@ -9,11 +8,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "../cuda/attention_internal.h"
-#include "../cuda/kernels.h"
-#include "../cuda/linear_internal.h"
-#include "cuda_probe.h"
-#include "napi_args.h"
+#include "../../src/backend/cuda_backend.h"
+#include "../../src/binding/napi_args.h"
+#include "../../src/testing/testing_exports.h"
+#include "../attention_internal.h"
+#include "../kernels.h"
+#include "../linear_internal.h"
 
 namespace evit {
 
@@ -65,7 +65,7 @@ template <class T>
 DeviceBuffer uploadAs(const float* src, size_t n) {
   DeviceBuffer f = upload(src, n);
   DeviceBuffer t(n * sizeof(T));
-  cu::convert<T>(f.as<float>(), t.as<T>(), (long)n, 0);
+  cu::convert<T>(t.as<T>(), f.as<float>(), (long)n, 0);
   return t;
 }
 
@@ -91,7 +91,7 @@ Precision precisionArg(const Napi::Value& v) {
   if (s == "f32") return Precision::F32;
   if (s == "f16") return Precision::F16;
   if (s == "bf16") return Precision::BF16;
-  throw Napi::RangeError::New(v.Env(), "precision must be 'f32', 'f16' or 'bf16'");
+  throw rangeError(v.Env(), "precision must be 'f32', 'f16' or 'bf16'");
 }
 
 // Calls fn with a value of the element type named by p.
@@ -109,7 +109,7 @@ std::string pathArg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined()) return "auto";
   const std::string s = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
   if (s != "auto" && s != "simt" && s != "mma")
-    throw Napi::RangeError::New(info.Env(), "path must be 'auto', 'simt' or 'mma'");
+    throw rangeError(info.Env(), "path must be 'auto', 'simt' or 'mma'");
   return s;
 }
 
@@ -133,7 +133,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   auto w = typedArrayArg<float>(info[3], "w", C);
   auto b = typedArrayArg<float>(info[4], "b", C);
   if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
-    throw Napi::TypeError::New(info.Env(), "eps must be a non-negative number");
+    throw typeError(info.Env(), "eps must be a non-negative number");
   const float eps = info[5].As<Napi::Number>().FloatValue();
   const Precision p = precisionArg(info[6]);
   return guarded(info, [&] {
@@ -141,7 +141,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
       using T = decltype(tag);
       DeviceBuffer dx = upload(x.Data(), x.ElementLength()), dw = upload(w.Data(), C), db = upload(b.Data(), C);
       DeviceBuffer dy((size_t)rows * C * sizeof(T));
-      cu::layerNorm<T>(dx.as<float>(), C, dw.as<float>(), db.as<float>(), dy.as<T>(), rows, C, eps, 0);
+      cu::layerNorm<T>(dy.as<T>(), dx.as<float>(), C, dw.as<float>(), db.as<float>(), rows, C, eps, 0);
       return download<T>(info.Env(), dy, (size_t)rows * C);
     });
   });
@@ -162,13 +162,13 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   else if (epName == "gelu") ep = cu::Epilogue::BiasGelu;
   else if (epName == "residual") ep = cu::Epilogue::BiasResidual;
   else if (epName == "float") ep = cu::Epilogue::BiasFloat;
-  else throw Napi::RangeError::New(env, "epilogue must be 'bias', 'gelu', 'residual' or 'float'");
+  else throw rangeError(env, "epilogue must be 'bias', 'gelu', 'residual' or 'float'");
   const Precision p = precisionArg(info[7]);
   const float* residual = nullptr;
   if (ep == cu::Epilogue::BiasResidual) residual = typedArrayArg<float>(info[8], "residual", (int64_t)M * N).Data();
   const std::string path = pathArg(info, 9);
   if (path == "mma" && (p == Precision::F32 || K % 8 != 0))
-    throw Napi::RangeError::New(env, "path 'mma' needs precision 'f16' or 'bf16' and K % 8 == 0");
+    throw rangeError(env, "path 'mma' needs precision 'f16' or 'bf16' and K % 8 == 0");
   const bool floatOut = ep == cu::Epilogue::BiasResidual || ep == cu::Epilogue::BiasFloat;
   return guarded(info, [&] {
     return withPrecision(p, [&](auto tag) -> Napi::Value {
@@ -179,14 +179,14 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       if (residual)
         EVIT_CUDA_CHECK(cudaMemcpy(dout.as<float>(), residual, (size_t)M * N * sizeof(float), cudaMemcpyHostToDevice));
       if (path == "simt") {
-        cu::linearSimt<T>(dx.as<T>(), dW.as<T>(), db.as<float>(), dout.as<void>(), M, N, K, ep, 0);
+        cu::linearSimt<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
       } else if constexpr (!std::is_same_v<T, float>) {
         if (path == "mma")
-          cu::linearMma<T>(dx.as<T>(), dW.as<T>(), db.as<float>(), dout.as<void>(), M, N, K, ep, 0);
+          cu::linearMma<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
         else
-          cu::linear<T>(dx.as<T>(), dW.as<T>(), db.as<float>(), dout.as<void>(), M, N, K, ep, 0);
+          cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
       } else {
-        cu::linear<T>(dx.as<T>(), dW.as<T>(), db.as<float>(), dout.as<void>(), M, N, K, ep, 0);
+        cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
       }
       return floatOut ? download<float>(env, dout, (size_t)M * N) : download<T>(env, dout, (size_t)M * N);
     });
@@ -204,7 +204,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const Precision p = precisionArg(info[6]);
   const std::string path = pathArg(info, 7);
   if (path == "mma" && (p == Precision::F32 || d % 16 != 0))
-    throw Napi::RangeError::New(env, "path 'mma' needs precision 'f16' or 'bf16' and headDim % 16 == 0");
+    throw rangeError(env, "path 'mma' needs precision 'f16' or 'bf16' and headDim % 16 == 0");
   return guarded(info, [&] {
     return withPrecision(p, [&](auto tag) -> Napi::Value {
       using T = decltype(tag);
@@ -213,14 +213,14 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
                    dprobs(probsN * sizeof(float));
       float* probs = withProbs ? dprobs.as<float>() : nullptr;
       if (path == "simt") {
-        cu::attentionSimt<T>(dqkv.as<T>(), dout.as<T>(), probs, B, N, H, d, 0);
+        cu::attentionSimt<T>(dout.as<T>(), probs, dqkv.as<T>(), B, N, H, d, 0);
       } else if constexpr (!std::is_same_v<T, float>) {
         if (path == "mma")
-          cu::attentionMma<T>(dqkv.as<T>(), dout.as<T>(), probs, B, N, H, d, 0);
+          cu::attentionMma<T>(dout.as<T>(), probs, dqkv.as<T>(), B, N, H, d, 0);
         else
-          cu::attention<T>(dqkv.as<T>(), dout.as<T>(), probs, B, N, H, d, 0);
+          cu::attention<T>(dout.as<T>(), probs, dqkv.as<T>(), B, N, H, d, 0);
       } else {
-        cu::attention<T>(dqkv.as<T>(), dout.as<T>(), probs, B, N, H, d, 0);
+        cu::attention<T>(dout.as<T>(), probs, dqkv.as<T>(), B, N, H, d, 0);
       }
       Napi::Object res = Napi::Object::New(env);
       res.Set("out", download<T>(env, dout, outN));
@@ -251,8 +251,8 @@ Napi::Value TopkGatherFuse(const Napi::CallbackInfo& info) {
     DeviceBuffer doIn(originsIn ? (size_t)B * (N - 1) * sizeof(int32_t) : 0);
     if (originsIn)
       EVIT_CUDA_CHECK(cudaMemcpy(doIn.as<int32_t>(), originsIn, doIn.bytes(), cudaMemcpyHostToDevice));
-    cu::topkGatherFuse(dx.as<float>(), dp.as<float>(), dy.as<float>(), originsIn ? doIn.as<int32_t>() : nullptr,
-                       doOut.as<int32_t>(), B, N, H, C, k, fuse, fusedOrigin, 0);
+    cu::topkGatherFuse(dy.as<float>(), doOut.as<int32_t>(), dx.as<float>(), dp.as<float>(),
+                       originsIn ? doIn.as<int32_t>() : nullptr, B, N, H, C, k, fuse, fusedOrigin, 0);
     Napi::Object res = Napi::Object::New(env);
     res.Set("out", download<float>(env, dy, (size_t)B * outN * C));
     auto origins = Napi::Int32Array::New(env, (size_t)B * (outN - 1));
@@ -273,7 +273,7 @@ Napi::Value Patchify(const Napi::CallbackInfo& info) {
       using T = decltype(tag);
       const size_t n = img.ElementLength();  // im2col of a stride-p conv moves every pixel once
       DeviceBuffer dimg = upload(img.Data(), n), dcols(n * sizeof(T));
-      cu::patchify<T>(dimg.as<float>(), dcols.as<T>(), B, ic, gh, gw, p, 0);
+      cu::patchify<T>(dcols.as<T>(), dimg.as<float>(), B, ic, gh, gw, p, 0);
       return download<T>(info.Env(), dcols, n);
     });
   });
@@ -289,7 +289,7 @@ Napi::Value AssembleTokens(const Napi::CallbackInfo& info) {
     const size_t n = (size_t)B * (1 + P) * C;
     DeviceBuffer dp = upload(patches.Data(), patches.ElementLength()), dc = upload(cls.Data(), C),
                  dpos = upload(pos.Data(), pos.ElementLength()), dx(n * sizeof(float));
-    cu::assembleTokens(dp.as<float>(), dc.as<float>(), dpos.as<float>(), dx.as<float>(), B, P, C, 0);
+    cu::assembleTokens(dx.as<float>(), dp.as<float>(), dc.as<float>(), dpos.as<float>(), B, P, C, 0);
     return download<float>(info.Env(), dx, n);
   });
 }

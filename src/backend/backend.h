@@ -1,5 +1,7 @@
 // The backend interface: what the binding hands a backend (config, weights, a
 // per-block plan) and what it gets back. CPU and CUDA implement the same one.
+// Plain data, no N-API: the binding (src/binding) validates everything that crosses from
+// JavaScript once, and a backend trusts the request it is given.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +12,17 @@
 
 namespace evit {
 
-// Thrown for bad arguments; the binding turns it into a JS TypeError/RangeError.
+// Thrown by the validation below (and by HostWeights) for a request that must not run; the
+// binding turns it into a JS error with code EVIT_NATIVE_ARGUMENT.
 struct ArgumentError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// The one source of the native limits; backendInfo().limits reports them to TypeScript.
+struct Limits {
+  static constexpr int kMaxBatch = 4096;    // images per forward() call
+  static constexpr int kMaxThreads = 1024;  // CPU pool threads
+  static constexpr int kMaxStreams = 16;    // CUDA execution contexts per model
 };
 
 struct ModelConfig {
@@ -58,15 +68,24 @@ struct BlockPlan {
   bool fuse = false;
 };
 
+// A validated pass: 1 <= batch <= Limits::kMaxBatch, images of the config's shape owned by the
+// caller for the whole pass, and tokens = validatePlan(config, plan).
 struct ForwardRequest {
   const float* images = nullptr;  // [batch, inChans, imgH, imgW]
   int batch = 0;
   std::vector<BlockPlan> plan;  // one per block
+  std::vector<int> tokens;      // N (class token included) entering each block, then the final N
   bool profile = false;         // record per-op wall times
 };
 
-// Per-op times of one forward pass, in milliseconds.
-enum ProfileSlot { kLn1, kQkv, kAttention, kProj, kReorganise, kLn2, kFc1, kFc2, kSlotsPerBlock };
+// Per-op times of one forward pass, in milliseconds: the model's slots, then kBlockSlots per block.
+enum ModelSlot { kPatchEmbed, kHead, kModelSlots };
+enum BlockSlot { kLn1, kQkv, kAttention, kProj, kReorganise, kLn2, kFc1, kFc2, kBlockSlots };
+inline constexpr const char* kModelSlotNames[kModelSlots] = {"patchEmbed", "head"};
+inline constexpr const char* kBlockSlotNames[kBlockSlots] = {"ln1", "qkv", "attention", "proj",
+                                                             "reorganise", "ln2", "fc1", "fc2"};
+inline size_t profileSize(int depth) { return kModelSlots + (size_t)depth * kBlockSlots; }
+inline size_t profileSlot(int block, BlockSlot s) { return kModelSlots + (size_t)block * kBlockSlots + s; }
 
 struct KeptTokens {
   int block;
@@ -77,7 +96,7 @@ struct KeptTokens {
 struct ForwardResult {
   std::vector<float> logits;  // [batch, numClasses]
   std::vector<KeptTokens> kept;
-  // With req.profile: [patchEmbed, head, then kSlotsPerBlock per block].
+  // With req.profile: profileSize(depth) times, indexed by ModelSlot and profileSlot().
   std::vector<double> profile;
 };
 
@@ -85,14 +104,17 @@ class PreparedModel {
  public:
   virtual ~PreparedModel() = default;
   virtual const ModelConfig& config() const = 0;
+  // Activation memory the backend holds between passes (host arena, or device arenas), in bytes.
+  virtual size_t activationBytes() const = 0;
   // Runs a whole batch; called from a worker thread, never the JS thread.
   virtual void forward(const ForwardRequest& req, ForwardResult& out) = 0;
 };
 
-// Token counts the plan produces, checked against the config; throws ArgumentError.
-// Returns N (class token included) entering each block, plus the final count.
-std::vector<int> validatePlan(const ModelConfig& cfg, const std::vector<BlockPlan>& plan);
-
+// The binding's checks of what JavaScript sends; both throw ArgumentError naming the problem.
+// validateConfig: every dimension positive and within the range buffer sizes are computed in.
 void validateConfig(const ModelConfig& cfg);
+// Token counts the plan produces, checked against the config: N (class token included)
+// entering each block, plus the final count.
+std::vector<int> validatePlan(const ModelConfig& cfg, const std::vector<BlockPlan>& plan);
 
 }  // namespace evit

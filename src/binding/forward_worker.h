@@ -5,14 +5,16 @@
 
 #include <memory>
 
-#include "backend.h"
+#include "../backend/backend.h"
+#include "../backend/page_buffer.h"
 
 namespace evit {
 
 class ForwardWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model, ForwardRequest req, Napi::Object owner,
-                Napi::TypedArray images);
+  // `images` is the pass's own copy of the input; req.images points into it.
+  ForwardWorker(Napi::Env env, std::shared_ptr<PreparedModel> model, ForwardRequest req, PageBuffer images,
+                Napi::Object owner);
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -25,10 +27,9 @@ class ForwardWorker : public Napi::AsyncWorker {
   std::shared_ptr<PreparedModel> model_;
   ForwardRequest req_;
   ForwardResult result_;
-  bool argumentError_ = false;
-  // Keep the model object and the caller's input alive while native code reads them.
+  PageBuffer images_;
+  // Keeps the JS model object alive while the pass runs.
   Napi::ObjectReference owner_;
-  Napi::Reference<Napi::TypedArray> images_;
 };
 
 }  // namespace evit
