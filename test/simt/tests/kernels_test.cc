@@ -165,7 +165,7 @@ void convertTest() {
   Bytes out;
   if (!scheduled(label, [&] {
         d.poison();
-        convert<T>(s.p(), d.p(), (long)src.size(), nullptr);
+        convert<T>(d.p(), s.p(), (long)src.size(), nullptr);
         return d.bytes();
       }, out))
     return;
@@ -198,7 +198,7 @@ void layerNormTest(int rows, int C, long stride) {
   Bytes out;
   if (!scheduled(label, [&] {
         y.poison();
-        layerNorm<T>(dx.p(), stride, dw.p(), db.p(), y.p(), rows, C, 1e-6f, nullptr);
+        layerNorm<T>(y.p(), dx.p(), stride, dw.p(), db.p(), rows, C, 1e-6f, nullptr);
         return y.bytes();
       }, out))
     return;
@@ -237,10 +237,10 @@ void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& 
         if (ep == Epilogue::BiasResidual) dOutF.up(res);
         else if (floatOut) dOutF.poison();
         else dOutT.poison();
-        if (path == Path::Auto) linear<T>(dx.p(), dW.p(), db.p(), out, M, N, K, ep, nullptr);
-        if (path == Path::Simt) linearSimt<T>(dx.p(), dW.p(), db.p(), out, M, N, K, ep, nullptr);
+        if (path == Path::Auto) linear<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        if (path == Path::Simt) linearSimt<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
         if constexpr (!std::is_same_v<T, float>)
-          if (path == Path::Mma) linearMma<T>(dx.p(), dW.p(), db.p(), out, M, N, K, ep, nullptr);
+          if (path == Path::Mma) linearMma<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
         return floatOut ? dOutF.bytes() : dOutT.bytes();
       }, got))
     return;
@@ -297,10 +297,10 @@ void attentionTest(Path path, int B, int N, int H, int d, const std::string& exp
   Buf<float> dp((size_t)B * H * N);
   dq.up(qkv);
   auto call = [&](float* probs) {
-    if (path == Path::Auto) attention<T>(dq.p(), dout.p(), probs, B, N, H, d, nullptr);
-    if (path == Path::Simt) attentionSimt<T>(dq.p(), dout.p(), probs, B, N, H, d, nullptr);
+    if (path == Path::Auto) attention<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
+    if (path == Path::Simt) attentionSimt<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
     if constexpr (!std::is_same_v<T, float>)
-      if (path == Path::Mma) attentionMma<T>(dq.p(), dout.p(), probs, B, N, H, d, nullptr);
+      if (path == Path::Mma) attentionMma<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
   };
   Bytes withProbs, plain;
   if (!scheduled(label + " with class-token probabilities", [&] {
@@ -393,7 +393,7 @@ void topkTest(const TopkCase& tc) {
   if (!scheduled(label, [&] {
         dy.poison();
         dout.poison();
-        topkGatherFuse(dx.p(), dp.p(), dy.p(), tc.originsIn ? din.p() : nullptr, dout.p(), B, N, H, C, k, tc.fuse, -4,
+        topkGatherFuse(dy.p(), dout.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N, H, C, k, tc.fuse, -4,
                        nullptr);
         return concat({dy.bytes(), dout.bytes()});
       }, got))
@@ -459,7 +459,7 @@ void patchTest(int B, int ic, int gh, int gw, int p, int C) {
   Bytes got;
   if (scheduled(label, [&] {
         dc.poison();
-        patchify<T>(di.p(), dc.p(), B, ic, gh, gw, p, nullptr);
+        patchify<T>(dc.p(), di.p(), B, ic, gh, gw, p, nullptr);
         return dc.bytes();
       }, got)) {
     const auto cols = as<T>(got, 0, (size_t)B * P * K);
@@ -485,7 +485,7 @@ void patchTest(int B, int ic, int gh, int gw, int p, int C) {
   dpos.up(pos);
   if (!scheduled(alabel, [&] {
         dx.poison();
-        assembleTokens(dpatch.p(), dcls.p(), dpos.p(), dx.p(), B, P, C, nullptr);
+        assembleTokens(dx.p(), dpatch.p(), dcls.p(), dpos.p(), B, P, C, nullptr);
         return dx.bytes();
       }, got))
     return;
