@@ -108,7 +108,7 @@ void armCaptureFailure(bool on) {
 
 namespace {
 
-cudaError_t synchronise(cudaStream_t stream) {
+cudaError_t synchronise() {
   if (cudaError_t c = checkCaptureSafe()) return recordError(c);
   synchronisationPoint();
   if (cudaError_t s = stickyError()) return recordError(s);
@@ -154,7 +154,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
       }
     }
   }
-  return synchronise(s);
+  return synchronise();
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t s) {
@@ -281,7 +281,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     std::lock_guard<std::mutex> lock(mu);
     if (!events.count(e)) return recordError(cudaErrorInvalidResourceHandle);
   }
-  return synchronise(nullptr);
+  return synchronise();
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
