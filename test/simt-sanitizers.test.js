@@ -1,6 +1,6 @@
 'use strict';
 // The emulated kernels under AddressSanitizer + UBSan (the fibers annotated for ASan): the
-// whole kernel test (test/simt-kernels.test.js) runs clean, and a deliberate out-of-bounds
+// kernel, execution-model and instruction tests run clean, and a deliberate out-of-bounds
 // global read, a one-byte shared-memory overrun and misaligned float4 / float2 loads each
 // stop the program with a report naming the file and line (test/simt/tests/sanitizer_probe.cu).
 const test = require('tape');
@@ -17,6 +17,13 @@ test('SIMT emulator under ASan + UBSan: the kernel tests run clean', async (t) =
   const exe = await build(t, kernelProgram({ flavour: 'asan', name: 'simt_kernels_asan' }));
   if (!exe) return;
   for (const part of ['f32', 'f16', 'bf16', 'topk']) runChecks(t, exe, { args: [part], label: `${part} (ASan)`, env: ENV, minChecks: 10 });
+});
+
+test('SIMT emulator under ASan + UBSan: the execution-model and instruction tests run clean, fault paths included', async (t) => {
+  for (const name of ['execution', 'instructions']) {
+    const exe = await build(t, { name: `simt_${name}_asan`, flavour: 'asan', units: [`test/simt/tests/${name}_test.cu`], include: ['test/simt/tests'] });
+    if (exe) runChecks(t, exe, { label: `${name} (ASan)`, env: ENV, minChecks: 50 });
+  }
 });
 
 test('SIMT emulator under ASan + UBSan: invalid accesses fail with file and line', async (t) => {

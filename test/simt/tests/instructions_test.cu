@@ -338,7 +338,7 @@ void mma(const char* type) {
 __device__ int slotOf(int q, int r) { return (q * 8 + r) * 5 % 32 + 1; }  // 5 is coprime to 32
 
 template <int COUNT, bool TRANS>
-__global__ void ldmatrixOnce(uint32_t* out, int misalign) {
+__global__ void ldmatrixOnce(uint32_t* out, int misalign, int outside) {
   uint16_t* s = reinterpret_cast<uint16_t*>(smemBytes());
   const int lane = threadIdx.x;
   // Matrix q, row r, element c = 1000·q + 10·r + c + 1.
@@ -350,6 +350,7 @@ __global__ void ldmatrixOnce(uint32_t* out, int misalign) {
   // Threads whose address the instruction ignores give one it could not use.
   if (q >= COUNT) addr = reinterpret_cast<const unsigned char*>(out) + 3;
   if (misalign && lane == misalign) addr += 4;
+  if (outside && lane == outside) addr = smemBytes() + 34 * 16;  // just past the launch's 544 bytes
   uint32_t regs[4] = {0, 0, 0, 0};
   if constexpr (COUNT == 1 && !TRANS) evit::cuda::ldmatrixX1(reinterpret_cast<uint32_t(&)[1]>(regs), addr);
   if constexpr (COUNT == 2 && !TRANS) evit::cuda::ldmatrixX2(reinterpret_cast<uint32_t(&)[2]>(regs), addr);
@@ -367,7 +368,7 @@ void ldmatrix() {
   std::vector<std::vector<uint32_t>> runs;
   for (const auto& s : harness::schedules()) {
     evit_simt::setSchedule(s);
-    check(launch(ldmatrixOnce<COUNT, TRANS>, 1, 32, 34 * 16, d, 0) == cudaSuccess,
+    check(launch(ldmatrixOnce<COUNT, TRANS>, 1, 32, 34 * 16, d, 0, 0) == cudaSuccess,
           what + " (" + evit_simt::scheduleName(s) + "): unused lanes' addresses are ignored");
     runs.push_back(download(d, 128));
   }
@@ -390,18 +391,19 @@ void ldmatrix() {
 
 void ldmatrixFaults() {
   uint32_t* d = deviceAlloc<uint32_t>(128);
-  const cudaError_t e = launch(ldmatrixOnce<4, false>, 1, 32, 34 * 16, d, 9);
+  const cudaError_t e = launch(ldmatrixOnce<4, false>, 1, 32, 34 * 16, d, 9, 0);
   check(e == cudaErrorMisalignedAddress && contains(evit_simt::lastFault(), "lane 9") &&
             contains(evit_simt::lastFault(), "not 16-byte aligned") &&
             contains(evit_simt::lastFault(), "tests/instructions_test.cu:"),
         std::string("a misaligned row address: cudaErrorMisalignedAddress, with lane and line: ") + evit_simt::lastFault());
   evit_simt::clearStickyError();
-  const cudaError_t o = launch(ldmatrixOnce<4, false>, 1, 32, 16 * 16, d, 0);
-  check(o == cudaErrorIllegalAddress && contains(evit_simt::lastFault(), "outside the block's 256 bytes"),
+  const cudaError_t o = launch(ldmatrixOnce<4, false>, 1, 32, 34 * 16, d, 0, 20);
+  check(o == cudaErrorIllegalAddress && contains(evit_simt::lastFault(), "lane 20") &&
+            contains(evit_simt::lastFault(), "outside the block's 544 bytes"),
         std::string("a row past the launch's shared memory: cudaErrorIllegalAddress: ") + evit_simt::lastFault());
   evit_simt::clearStickyError();
   evit_simt::clearLaunchRecords();
-  launch(ldmatrixOnce<2, true>, 1, 32, 34 * 16, d, 0);
+  launch(ldmatrixOnce<2, true>, 1, 32, 34 * 16, d, 0, 0);
   const auto rec = evit_simt::launchRecords();
   check(rec.size() == 1 && rec[0].ldmatrix == 1 && rec[0].ldmatrixBytes == 256,
         "the launch record counts one ldmatrix of 256 bytes");
