@@ -11,7 +11,6 @@ import * as info from './commands/info';
 import * as inspect from './commands/inspect';
 import * as convert from './commands/convert';
 import * as visualize from './commands/visualize';
-import * as bench from './commands/bench';
 import * as serve from './commands/serve';
 
 interface Command {
@@ -26,7 +25,6 @@ const COMMANDS: Record<string, Command> = {
   inspect,
   convert,
   visualize,
-  bench,
   serve,
 };
 

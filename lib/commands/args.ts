@@ -1,6 +1,7 @@
 /** Argument helpers shared by the `evit` subcommands. */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { parseDecimal } from '../decimal';
 
 /** A mistake in how the command was called: printed with the usage, exit code 2. */
 export class UsageError extends Error {}
@@ -13,7 +14,7 @@ export function version(): string {
 /** Parse a numeric option value, or undefined when it was not given. */
 export function num(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got ${JSON.stringify(v)}`);
+  const n = parseDecimal(v);
+  if (n === null) throw new UsageError(`--${name} must be a number (decimal, like 0.7), got ${JSON.stringify(v)}`);
   return n;
 }
