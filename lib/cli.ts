@@ -13,6 +13,7 @@ import * as convert from './commands/convert';
 import * as visualize from './commands/visualize';
 import * as bench from './commands/bench';
 import * as serve from './commands/serve';
+import * as worker from './commands/worker';
 
 interface Command {
   usage: string;
@@ -28,6 +29,7 @@ const COMMANDS: Record<string, Command> = {
   visualize,
   bench,
   serve,
+  worker,
 };
 
 function usage(): string {

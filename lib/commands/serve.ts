@@ -6,7 +6,7 @@ import { createServer } from '../serve/lazy';
 import { AdaptiveKeepPolicy } from '../serve/adaptiveKeep';
 import { Batcher } from '../serve/batcher';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
-import { UsageError, num } from './args';
+import { UsageError, byteCount, num } from './args';
 import { MODEL_OPTIONS, loadModelFromArgs, modelNameOf, numList } from './modelOptions';
 
 export const usage = `  evit serve [--weights FILE] [options]             serve /v1/classify and the v2 inference protocol over HTTP`;
@@ -32,14 +32,6 @@ export const help = `serve options:
 It listens before the model has loaded: /v2/health/live answers at once, /v2/health/ready once the model
 is loaded (and no longer once shutdown begins). SIGINT or SIGTERM stops accepting connections, finishes every
 accepted request, then exits.`;
-
-function bytes(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const m = /^(\d+)\s*([km]?)b?$/i.exec(v.trim());
-  if (!m) throw new UsageError(`--body-limit must be a byte count like 1048576, 512k or 10m, got ${JSON.stringify(v)}`);
-  return Number(m[1]) * (m[2]!.toLowerCase() === 'm' ? 1024 * 1024 : m[2]!.toLowerCase() === 'k' ? 1024 : 1);
-}
-
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -89,7 +81,7 @@ export async function run(argv: string[]): Promise<number> {
   const app = createServer({
     batcher,
     logger: values.log,
-    bodyLimit: bytes(values['body-limit']),
+    bodyLimit: byteCount('body-limit', values['body-limit']),
     maxPixels: num('max-pixels', values['max-pixels']),
     top: num('top', values.top),
     modelName: values['model-name'] ?? modelNameOf(values.weights),

@@ -190,6 +190,11 @@ export class ServingMetrics {
     if (status >= 400) this.rejected.inc({ route, code: codeLabel(code) });
   }
 
+  /** Jobs this worker holds now. */
+  get activeJobs(): number {
+    return this.#activeJobs;
+  }
+
   jobStarted(): void {
     this.#activeJobs++;
   }
