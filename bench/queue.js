@@ -35,15 +35,24 @@ const CONCURRENCY = QUICK ? [16] : [8, 64];
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 
 const log = (msg) => process.stderr.write(`[bench:queue] ${msg}\n`);
+// Servers and workers this run started: stopped if the run is interrupted.
+const children = new Set();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const c of children) c.kill('SIGKILL');
+    process.exit(130);
+  });
+}
 
 // ---------------------------------------------------------------- processes
 
 /** Starts `evit <args>`; resolves once its stderr matches `readyLine` (the first group is returned). */
 function startCli(label, args, readyLine) {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
   let stderr = '';
   child.stderr.on('data', (c) => { stderr += c; });
-  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  const exited = new Promise((resolve) => child.on('exit', (code) => { children.delete(child); resolve(code); }));
   const ready = new Promise((resolve, reject) => {
     const check = () => {
       const m = readyLine.exec(stderr);
