@@ -12,6 +12,7 @@ import * as inspect from './commands/inspect';
 import * as convert from './commands/convert';
 import * as visualize from './commands/visualize';
 import * as serve from './commands/serve';
+import * as worker from './commands/worker';
 
 interface Command {
   usage: string;
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, Command> = {
   convert,
   visualize,
   serve,
+  worker,
 };
 
 function usage(): string {

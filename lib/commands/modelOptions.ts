@@ -4,6 +4,7 @@
  * loadModel options.
  */
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { OptionsError } from '../errors';
 import { BUNDLED_MODEL } from '../bundled';
 import { loadModel, type LoadOptions, type Model } from '../model';
@@ -77,6 +78,15 @@ export function loadModelFromArgs(values: ModelArgs, defaults: Partial<LoadOptio
     device: values.device as LoadOptions['device'],
     precision: values.precision as LoadOptions['precision'],
   });
+}
+
+/** A name for the model the options load, as the v2 protocol's /v2/models/{name}: the checkpoint's file name. */
+export function modelNameOf(weights: string | undefined): string {
+  const file = weights ?? BUNDLED_MODEL;
+  // The bundled checkpoint is models/<name>/model.safetensors: its folder names it.
+  const base = weights === undefined ? path.basename(path.dirname(file)) : path.basename(file).replace(/\.(safetensors|pth|pt|bin)$/i, '');
+  const name = base.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return name === '' ? 'evit' : name;
 }
 
 export function readLabels(file: string): string[] {
