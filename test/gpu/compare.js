@@ -1,23 +1,48 @@
 'use strict';
 // Comparisons of a CUDA forward pass with the CPU backend's, each reported with its
 // tolerance and worst deviation so a failing run says by how much.
+const fs = require('node:fs');
 const { loadModel, readNpy } = require('../../dist');
 const { mulberry32, uniform } = require('../helpers/reference');
 const { fixture, tinyModel, tinyOptions } = require('../helpers/fixtures');
 
 /**
- * Logit tolerances against the CPU backend (absolute; the test model's logits are within ±7).
- * f32: summation order only. f16 / bf16: GEMM inputs rounded to 11 / 8 significant bits with
- * fp32 accumulation, over 12 blocks, plus the occasional kept token swapped at the k-th
- * boundary (see keptAgreement). docs/CUDA.md quotes these.
+ * f32 against the CPU on the test checkpoint (logits within ±7): summation order only.
+ * 16-bit against the CPU on the bundled model, which was trained, so its class-token attention is
+ * peaked as a real model's is (the random test checkpoint's near-uniform scores reorder under any
+ * 16-bit rounding): GEMM and attention inputs rounded to 11 (f16) or 8 (bf16) significant bits with
+ * fp32 accumulation, plus, when blocks reorganise, the tokens a near-tie at the k-th place sends the
+ * other way and what that does downstream. Measured on the SIMT emulator over the 500-image test
+ * slice (largest deviation: dense f16 0.008, bf16 0.067; keep 0.7 f16 0.069, bf16 0.23) and set
+ * with margin; docs/CUDA.md quotes these.
  */
 const LOGIT_TOL = { f32: 1e-3, f16: 3e-2, bf16: 1.5e-1 };
+const REORGANISED_LOGIT_TOL = { f16: 1.5e-1, bf16: 4e-1 };
+/** Fraction of (image, reorganising block) pairs whose kept sets must be identical in 16-bit (measured 0.992 / 0.919). */
+const KEPT_AGREEMENT = { f16: 0.97, bf16: 0.85 };
 
 /** CPU and CUDA models of the test checkpoint with the same schedule options. */
 async function modelPair(precision, options = {}) {
   const cpu = await loadModel(tinyModel, { ...tinyOptions, ...options, device: 'cpu' });
   const gpu = await loadModel(tinyModel, { ...tinyOptions, ...options, device: 'cuda', precision });
   return { cpu, gpu };
+}
+
+/** CPU and CUDA models of the bundled (trained) model. */
+async function bundledPair(precision, options = {}) {
+  const cpu = await loadModel(undefined, { ...options, device: 'cpu' });
+  const gpu = await loadModel(undefined, { ...options, device: 'cuda', precision });
+  return { cpu, gpu };
+}
+
+/** The first `n` images of the committed Fashion-MNIST test slice, preprocessed for the bundled model. */
+function fashionImages(model, n) {
+  const raw = fs.readFileSync(fixture('fashion-mnist/t10k-500-images-idx3-ubyte'));
+  const [mean] = model.preprocess.mean;
+  const [std] = model.preprocess.std;
+  const data = new Float32Array(n * 784);
+  for (let i = 0; i < data.length; i++) data[i] = (raw[16 + i] / 255 - mean) / std;
+  return { data, shape: [n, 1, 28, 28] };
 }
 
 /** `n` deterministic images for the model's input size (ImageNet-normalised range). */
@@ -61,48 +86,53 @@ function checkLogits(t, label, cpu, gpu, tol) {
 }
 
 /**
- * Kept tokens per reorganising block and image. exact: same tokens in the same order (f32).
- * Otherwise: same sets, except tokens whose scores sit at the k-th boundary, where 16-bit
- * rounding may order a near-tie the other way: every token newly in one set but not the other
- * must be among the last `boundary` kept places of its list, at most `maxSwaps` per image and
- * block. A token one backend dropped earlier cannot be kept by it later; such inherited
- * differences are not counted again.
+ * Kept tokens per reorganising block and image, f32: identical sets, and each token within
+ * `places` of its CPU place (scores a summation order apart may trade neighbouring places; the
+ * blocks after are permutation-equivariant, so the order changes no logit beyond rounding).
  */
-function checkKept(t, label, cpu, gpu, { exact, boundary = 3, maxSwaps = 2 }) {
+function checkKept(t, label, cpu, gpu, { places = 2 } = {}) {
   t.deepEqual(gpu.kept.map((k) => [k.block, ...k.shape]), cpu.kept.map((k) => [k.block, ...k.shape]), `${label}: reorganising blocks and shapes`);
   if (gpu.kept.length !== cpu.kept.length) return;
   let identical = 0;
   let total = 0;
   const problems = [];
   const B = cpu.shape[0];
-  for (let b = 0; b < B; b++) {
-    let prevCpu = null;
-    let prevGpu = null;
-    cpu.kept.forEach((ck, j) => {
-      const gk = gpu.kept[j];
-      const n = ck.shape[1];
+  cpu.kept.forEach((ck, j) => {
+    const n = ck.shape[1];
+    for (let b = 0; b < B; b++) {
       const c = Array.from(ck.tokens.subarray(b * n, (b + 1) * n));
-      const g = Array.from(gk.tokens.subarray(b * n, (b + 1) * n));
+      const g = Array.from(gpu.kept[j].tokens.subarray(b * n, (b + 1) * n));
       total++;
-      if (c.every((v, i) => v === g[i])) identical++;
-      else if (exact) problems.push(`block ${ck.block} image ${b}: cpu ${JSON.stringify(c)} cuda ${JSON.stringify(g)}`);
-      else {
-        const cs = new Set(c);
-        const gs = new Set(g);
-        // Places 0..k-1 are the kept tokens by score; a token fused at this block comes last.
-        const k = c[n - 1] === -1 - ck.block ? n - 1 : n;
-        const onlyCpu = c.map((v, i) => [v, i]).filter(([v]) => !gs.has(v) && !(prevGpu && !prevGpu.has(v)));
-        const onlyGpu = g.map((v, i) => [v, i]).filter(([v]) => !cs.has(v) && !(prevCpu && !prevCpu.has(v)));
-        const far = [...onlyCpu, ...onlyGpu].filter(([, i]) => i < k - boundary);
-        if (onlyCpu.length > maxSwaps || onlyGpu.length > maxSwaps || far.length)
-          problems.push(`block ${ck.block} image ${b}: cpu-only ${JSON.stringify(onlyCpu)}, cuda-only ${JSON.stringify(onlyGpu)} ([token, place] of ${k})`);
+      if (c.every((v, i) => v === g[i])) {
+        identical++;
+        continue;
       }
-      prevCpu = new Set(c);
-      prevGpu = new Set(g);
-    });
-  }
-  const what = exact ? 'identical tokens in identical order' : `identical sets up to ${maxSwaps} swaps within the last ${boundary} places`;
-  t.equal(problems.length, 0, `${label}: kept tokens ${what} (${identical}/${total} image-blocks exactly equal)${problems.length ? `: ${problems.slice(0, 4).join('; ')}` : ''}`);
+      const at = new Map(c.map((v, i) => [v, i]));
+      const moved = g.map((v, i) => [v, i, at.get(v)]).filter(([, i, ci]) => ci === undefined || Math.abs(ci - i) > places);
+      if (moved.length) problems.push(`block ${ck.block} image ${b}: cpu ${JSON.stringify(c)} cuda ${JSON.stringify(g)}`);
+    }
+  });
+  t.equal(problems.length, 0, `${label}: kept sets identical, places within ${places} (${identical}/${total} image-blocks in exactly the CPU's order)${problems.length ? `: ${problems.slice(0, 2).join('; ')}` : ''}`);
+}
+
+/** 16-bit: the fraction of (image, block) pairs with identical kept sets, against `KEPT_AGREEMENT`. */
+function checkKeptAgreement(t, label, cpu, gpu, precision) {
+  t.deepEqual(gpu.kept.map((k) => [k.block, ...k.shape]), cpu.kept.map((k) => [k.block, ...k.shape]), `${label}: reorganising blocks and shapes`);
+  let same = 0;
+  let total = 0;
+  let worst = 0;
+  cpu.kept.forEach((ck, j) => {
+    const n = ck.shape[1];
+    for (let b = 0; b < cpu.shape[0]; b++) {
+      const cs = new Set(ck.tokens.subarray(b * n, (b + 1) * n));
+      const differ = Array.from(gpu.kept[j].tokens.subarray(b * n, (b + 1) * n)).filter((v) => !cs.has(v)).length;
+      total++;
+      if (!differ) same++;
+      worst = Math.max(worst, differ);
+    }
+  });
+  const want = KEPT_AGREEMENT[precision];
+  t.ok(same >= want * total, `${label}: kept sets identical for ${same}/${total} image-blocks (${(100 * same / total).toFixed(1)}%, at least ${100 * want}%; at most ${worst} tokens differ in one)`);
 }
 
 /** Passes when `promise` rejects with an error `pred` accepts (an Error class, or a predicate). */
@@ -118,4 +148,7 @@ async function rejects(t, promise, pred, msg) {
   return t.ok(ok, ok ? msg : `${msg}: got ${err.name} ${err.code ?? ''} ${err.message}`);
 }
 
-module.exports = { rejects, LOGIT_TOL, modelPair, randomImages, fixtureInput, checkLogits, checkKept };
+module.exports = {
+  rejects, LOGIT_TOL, REORGANISED_LOGIT_TOL, KEPT_AGREEMENT, modelPair, bundledPair, randomImages, fashionImages, fixtureInput,
+  checkLogits, checkKept, checkKeptAgreement,
+};

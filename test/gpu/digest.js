@@ -1,0 +1,33 @@
+'use strict';
+// A fixed CUDA workload whose results are printed as one SHA-256: every precision, dense and
+// reorganising, fused or not, chunked and in flight together. Run under each thread order of the
+// SIMT emulator (EVIT_SIMT_SCHEDULE), the digests must be equal: a race between a block's threads
+// that the tests' tolerances would forgive still changes a bit somewhere.
+const crypto = require('node:crypto');
+const { loadModel } = require('../../dist');
+const { tinyModel, tinyOptions } = require('../helpers/fixtures');
+const { randomImages, fashionImages } = require('./compare');
+
+async function main() {
+  const hash = crypto.createHash('sha256');
+  const add = (out) => {
+    hash.update(Buffer.from(out.logits.buffer, out.logits.byteOffset, out.logits.byteLength));
+    for (const k of out.kept) hash.update(Buffer.from(k.tokens.buffer, k.tokens.byteOffset, k.tokens.byteLength));
+  };
+  for (const precision of ['f32', 'f16', 'bf16']) {
+    const tiny = await loadModel(tinyModel, { ...tinyOptions, device: 'cuda', precision, maxBatch: 2, streams: 2 });
+    const a = randomImages(tiny, 3, 1);
+    for (const opts of [{ keepRate: 0.7 }, { keepRate: 0.5, fuse: false, dropLoc: [0, 5, 11] }, { keepRate: 1 }])
+      (await Promise.all([tiny.forward(a, opts), tiny.forward(randomImages(tiny, 1, 2), opts)])).forEach(add);
+    tiny.dispose();
+    const bundled = await loadModel(undefined, { device: 'cuda', precision });
+    add(await bundled.forward(fashionImages(bundled, 8)));
+    bundled.dispose();
+  }
+  process.stdout.write(`${hash.digest('hex')}\n`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
