@@ -22,6 +22,10 @@
         "src/cpu/topk.cc",
         "src/cpu/gather_fuse.cc",
         "src/cpu/patch_embed.cc",
+        "src/cpu/conv2d.cc",
+        "src/cpu/depthwise_conv.cc",
+        "src/cpu/group_attention.cc",
+        "src/cpu/token_mean.cc",
         "src/cpu/vec_math.cc"
       ],
       "include_dirs": [

@@ -15,7 +15,7 @@ for (const isa of ['avx2', 'scalar']) {
     const widest = require('../dist').backendInfo().cpu.simd;
     const expected = isa === 'scalar' || widest !== 'scalar' ? isa : 'scalar';
     t.equal(probe.stdout, expected, `kernels take the ${expected} path`);
-    for (const file of ['ops.test.js', 'parity.test.js']) {
+    for (const file of ['ops.test.js', 'parity.test.js', 'ops-shunted.test.js']) {
       const r = spawnSync(process.execPath, [path.join(__dirname, file)], {
         encoding: 'utf8',
         env: { ...process.env, EVIT_CPU_ISA: isa },
