@@ -21,7 +21,7 @@ const cliProgress = require('cli-progress');
 const { loadModel } = require('../dist/model');
 const { loadBinding } = require('../dist/native');
 const { BUNDLED_MODEL } = require('../dist/bundled');
-const { loadDebianTestSet, normalisedBatch, DEBIAN_DIR } = require('./fashion_mnist');
+const { loadDebianTestSet, normalisedBatch, DEBIAN_DIR } = require('../tools/train/fashion_mnist');
 
 const ROOT = path.join(__dirname, '..');
 const KEEP_RATES = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5];

@@ -3,7 +3,7 @@
 /**
  * Attention and reorganisation microbenchmark (issue: the speed picture per block).
  *
- *   npm run bench:attn            (or `evit bench attn`; needs `npm run build` first)
+ *   npm run bench:attn            (needs `npm run build` first)
  *   node bench/attn.js --quick    (tiny sizes, a few runs: a smoke test, not numbers to quote)
  *   node bench/attn.js --out DIR  (write the CSV, markdown and plots to DIR)
  *   --threads N                   CPU threads of evit's pool (default: one per core)
@@ -124,11 +124,9 @@ function buildBlock(binding, backend, model, N, weights) {
 
 class NoProfile extends Error {}
 
-// Order of the per-block entries of a native profile (after patchEmbed and head).
-const { PROFILE_SLOTS } = require('../dist/native');
-
 /** Times dense and every keep rate of one case round-robin; returns one row per configuration. */
 async function runCase(binding, cs, weights) {
+  const slots = binding.backendInfo().profileSlots;
   const built = buildBlock(binding, cs.backend, cs.model, cs.N, weights);
   if (built.skipped) return { skipped: built.skipped };
   const { native, dims } = built;
@@ -146,11 +144,12 @@ async function runCase(binding, cs, weights) {
       const wall = c.nowMs() - t0;
       const used = process.cpuUsage(cpu0);
       if (!res.profile) throw new NoProfile(`the ${cs.backend} backend returned no per-op profile`);
-      const slot = (name) => res.profile[2 + PROFILE_SLOTS.indexOf(name)];
+      // A one-block profile: the model slots, then the block's.
+      const slot = (name) => res.profile[slots.model.length + slots.block.indexOf(name)];
       return {
         wall,
         cpu: (used.user + used.system) / 1000,
-        block: PROFILE_SLOTS.reduce((a, s) => a + slot(s), 0),
+        block: slots.block.reduce((a, s) => a + slot(s), 0),
         attention: slot('attention'),
         reorganise: slot('reorganise'),
         mlp: slot('ln2') + slot('fc1') + slot('fc2'),

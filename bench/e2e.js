@@ -3,7 +3,7 @@
 /**
  * End-to-end throughput and latency against keep rate, with onnxruntime-node as the peer.
  *
- *   npm run bench:e2e             (or `evit bench e2e`; needs `npm run build` first)
+ *   npm run bench:e2e             (needs `npm run build` first)
  *   node bench/e2e.js --quick     (DeiT-T only, a few runs: a smoke test, not numbers to quote)
  *   node bench/e2e.js --out DIR   (write the CSV, markdown and plots to DIR)
  *   --threads N                   CPU threads of evit's pool and of onnxruntime-node (default: one per core)

@@ -7,7 +7,7 @@
  *   node bench/forward.js --quick      (a few runs of everything, for smoke tests)
  *
  * Builds a DeiT-S-shaped model with seeded random weights, then measures:
- *   - the machine's FMA peak with the addon's loops (ops.measureFmaPeak): 256-bit (AVX2) and,
+ *   - the machine's FMA peak with the addon's loops (binding.testing.ops.measureFmaPeak): 256-bit (AVX2) and,
  *     where the CPU has it, 512-bit (AVX-512) FMAs; 1 and 2 threads, median of 3. "% of peak"
  *     is against the widest measured peak (the machine's real ceiling), with the AVX2 share
  *     kept alongside;
@@ -39,7 +39,7 @@ const { spawnSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..');
 const evit = require('../dist');
-const { loadBinding } = require('../dist/native');
+const { loadBinding, profileSlots } = require('../dist/native');
 const { writeSection } = require('./report');
 const {
   median, nowMs, fmt, table, writeRandomCheckpoint, randomImages, timeRoundRobin, machineInfo, requireOrt, ortVersion,
@@ -67,7 +67,6 @@ const PROFILE_BUDGET = QUICK
   ? { 1: { seconds: 0.3, minRounds: 3, maxRounds: 3 }, 8: { seconds: 1, minRounds: 3, maxRounds: 3 } }
   : { 1: { seconds: 3 * SCALE, minRounds: 15, maxRounds: 200 }, 8: { seconds: 5 * SCALE, minRounds: 9, maxRounds: 60 } };
 const PEAK_SECONDS = QUICK ? 0.25 : 1;
-const PROFILE_OPS = ['ln1', 'qkv', 'attention', 'proj', 'reorganise', 'ln2', 'fc1', 'fc2'];
 const TARGET_PEAK = 0.7;
 const TARGET_SPEEDUP = 1.45;
 const TARGET_REORG = 0.05;
@@ -234,6 +233,7 @@ function blockOpFlops(B, N) {
 }
 
 async function profilePhase(model, peak, batches = [1, 8]) {
+  const PROFILE_OPS = profileSlots().block;
   const out = { batches: [] };
   for (const batch of batches) {
     const input = makeImages(batch);
@@ -736,8 +736,9 @@ async function main() {
     makeCheckpoint(ckpt);
     const model = await evit.loadModel(ckpt, { arch: ARCH, threads: THREADS });
     const info = evit.backendInfo();
-    const binding = loadBinding();
-    const peak = measurePeak(binding.testing.ops);
+    const { testing } = loadBinding();
+    if (!testing) throw new Error('the FMA peak needs the test build of the addon (binding.testing): run `npm run build`');
+    const peak = measurePeak(testing.ops);
     const machine = machineInfo(info);
     const evitRows = await benchEvit(model, peak);
     let profile;

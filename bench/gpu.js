@@ -24,7 +24,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const evit = require('../dist');
-const { loadBinding, PROFILE_SLOTS } = require('../dist/native');
+const { loadBinding, profileSlots } = require('../dist/native');
 const { writeSection } = require('./report');
 const { median, fmt, table, writeRandomCheckpoint, randomImages, timeRoundRobin, cpuModel } = require('./common');
 
@@ -50,12 +50,14 @@ function fail(message) {
 
 /** Per-op device ms of one profiled pass, summed over blocks, plus each dropping block's reorganisation. */
 function opTimes(profile, keptBlocks) {
-  const ops = { patchEmbed: profile.patchEmbed, head: profile.head };
-  for (const slot of PROFILE_SLOTS) ops[slot] = profile.blocks.reduce((a, b) => a + b[slot], 0);
+  const slots = profileSlots();
+  const ops = {};
+  for (const slot of slots.model) ops[slot] = profile[slot];
+  for (const slot of slots.block) ops[slot] = profile.blocks.reduce((a, b) => a + b[slot], 0);
   const total = Object.values(ops).reduce((a, b) => a + b, 0);
   const reorganise = keptBlocks.map((block) => {
     const b = profile.blocks[block];
-    const blockMs = PROFILE_SLOTS.reduce((a, s) => a + b[s], 0);
+    const blockMs = slots.block.reduce((a, s) => a + b[s], 0);
     return { block, ms: b.reorganise, attentionMs: b.attention, blockMs, ofBlock: b.reorganise / blockMs, ofAttention: b.reorganise / b.attention };
   });
   return { ops, total, reorganise };
@@ -177,7 +179,9 @@ function report(r) {
   })));
   const mid = BATCHES[Math.min(1, BATCHES.length - 1)];
   lines.push('', `Device time per op at batch ${mid}, ms summed over the 12 blocks (profiled pass: cudaEvents between ops, launched one by one):`, '');
-  const opNames = ['patchEmbed', ...PROFILE_SLOTS, 'head'];
+  // In pass order: the patch embedding (first model slot) before the blocks, the head after them.
+  const { model: modelSlots, block: blockSlots } = profileSlots();
+  const opNames = [modelSlots[0], ...blockSlots, ...modelSlots.slice(1)];
   lines.push(table(['config', ...opNames, 'total'], CONFIGS.map((c) => {
     const p = at(mid, c.name).profile;
     return [c.name, ...opNames.map((o) => fmt(p.ops[o], 3)), fmt(p.total, 3)];

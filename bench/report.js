@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const DOC = path.join(__dirname, '..', 'docs', 'BENCHMARKS.md');
-const ORDER = ['forward', 'attention', 'e2e', 'serve', 'gpu'];
+const ORDER = ['forward', 'attention', 'e2e', 'serve', 'queue', 'gpu'];
 const HEADER = [
   '# Benchmarks',
   '',

@@ -11,8 +11,8 @@ import * as info from './commands/info';
 import * as inspect from './commands/inspect';
 import * as convert from './commands/convert';
 import * as visualize from './commands/visualize';
-import * as bench from './commands/bench';
 import * as serve from './commands/serve';
+import * as worker from './commands/worker';
 
 interface Command {
   usage: string;
@@ -26,8 +26,8 @@ const COMMANDS: Record<string, Command> = {
   inspect,
   convert,
   visualize,
-  bench,
   serve,
+  worker,
 };
 
 function usage(): string {

@@ -3,7 +3,8 @@
  * variable, else 'auto' (CUDA when the addon has it and a usable device is present).
  */
 import { DeviceError, OptionsError } from './errors';
-import type { BackendInfo, Precision } from './native';
+import { nativeLimits, type BackendInfo, type NativeLimits, type Precision } from './native';
+import { intUpTo } from './validate';
 
 export type DeviceOption = 'auto' | 'cpu' | 'cuda';
 
@@ -59,15 +60,17 @@ export interface CudaSettings {
   streams: number;
 }
 
-/** Checks the CUDA options (whatever the device, so a typo fails on every machine alike). */
-export function cudaSettings(options: { precision?: unknown; maxBatch?: unknown; streams?: unknown }): CudaSettings {
+/** Checks the CUDA options (whatever the device, so a typo fails on every machine alike) against the addon's limits. */
+export function cudaSettings(
+  options: { precision?: unknown; maxBatch?: unknown; streams?: unknown },
+  limits: NativeLimits = nativeLimits(),
+): CudaSettings {
   const { precision = DEFAULT_PRECISION, maxBatch = DEFAULT_MAX_BATCH, streams = DEFAULT_STREAMS } = options;
   if (!PRECISIONS.includes(precision as Precision))
     throw new OptionsError(`precision must be 'f32', 'f16' or 'bf16', got ${JSON.stringify(precision)}`);
-  const int = (name: string, v: unknown, hi: number) => {
-    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > hi)
-      throw new OptionsError(`${name} must be an integer from 1 to ${hi}, got ${JSON.stringify(v)}`);
-    return v as number;
+  return {
+    precision: precision as Precision,
+    maxBatch: intUpTo('maxBatch', maxBatch, limits.maxBatch),
+    streams: intUpTo('streams', streams, limits.maxStreams),
   };
-  return { precision: precision as Precision, maxBatch: int('maxBatch', maxBatch, 4096), streams: int('streams', streams, 16) };
 }

@@ -73,3 +73,26 @@ export class DeviceError extends EvitError {
     super('EVIT_NO_DEVICE', message, options);
   }
 }
+
+/** A queue job's image URL could not be fetched (network error, timeout, or a 5xx/408/429 answer): the job is retried. */
+export class FetchError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_FETCH_FAILED', message, options);
+  }
+}
+
+/** A queue job failed; `code` is the error code the worker failed it with (EVIT_BAD_INPUT, ...). */
+export class JobFailedError extends EvitError {
+  readonly jobId: string | undefined;
+  constructor(code: string, message: string, jobId: string | undefined, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.jobId = jobId;
+  }
+}
+
+/** Waiting for a queue job's result took longer than the caller allowed; the job itself may still finish. */
+export class TimeoutError extends EvitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EVIT_TIMEOUT', message, options);
+  }
+}

@@ -2,19 +2,23 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, NativeError, OptionsError, WeightsError } from './errors';
-import { loadBinding, PROFILE_SLOTS, type NativeModel, type Precision } from './native';
+import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
+import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
-import { preprocessBatch, resolvePreprocess, type PreprocessOptions } from './preprocess';
+import { preprocessBatch, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
-import { inferArchitecture, type Architecture } from './weights/architecture';
+import { readCardFor, resolveModelSpec, type ModelSpec } from './spec';
+import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from './tensor';
+import { classifications, inputName, type Classification } from './classification';
+import { intUpTo, positiveInt } from './validate';
+import { requiredTensors, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
-import { checkpointDefaults } from './weights/metadata';
-import { cardPathFor, readModelCard, type ModelCard } from './weights/modelCard';
 import { BUNDLED_MODEL } from './bundled';
 import { readCheckpoint } from './weights/checkpoint';
-import { toDeitLayout } from './weights/deit3';
+
+export type { Tensor4D } from './tensor';
+export type { Classification, TopClass } from './classification';
 
 export interface LoadOptions extends ScheduleOptions {
   /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224'. */
@@ -47,11 +51,6 @@ export interface LoadOptions extends ScheduleOptions {
   card?: string | false;
 }
 
-export interface Tensor4D {
-  data: Float32Array;
-  shape: readonly [number, number, number, number] | readonly number[];
-}
-
 export interface KeptTokens {
   /** The block after whose attention the tokens were reorganised. */
   block: number;
@@ -65,7 +64,8 @@ export interface ForwardOptions extends ScheduleOptions {
   profile?: boolean;
 }
 
-export type BlockOp = (typeof PROFILE_SLOTS)[number];
+/** The per-block ops of a profile: the names backendInfo().profileSlots.block lists, as a type. */
+export type BlockOp = 'ln1' | 'qkv' | 'attention' | 'proj' | 'reorganise' | 'ln2' | 'fc1' | 'fc2';
 
 /** Wall time of each op of one forward pass, in ms. `reorganise` is top-k plus gather and fusion. */
 export interface ForwardProfile {
@@ -85,25 +85,10 @@ export interface ForwardOutput {
   profile?: ForwardProfile;
 }
 
-export interface TopClass {
-  index: number;
-  prob: number;
-  label: string | null;
-}
-
-export interface Classification {
-  input: string;
-  logits: number[];
-  top: TopClass[];
-  kept: { block: number; tokens: number[] }[];
-}
-
 export interface ClassifyOptions extends ScheduleOptions {
   /** How many classes to report per image. Default 5 (at most the class count). */
   top?: number;
 }
-
-const MAX_BATCH = 4096;
 
 export class Model {
   readonly architecture: Architecture;
@@ -115,18 +100,20 @@ export class Model {
   readonly backendReason: string | null;
   #native: NativeModel | null;
   #scheduleOptions: ScheduleOptions;
+  #imageShape: ImageShape;
 
   /** @internal use loadModel() */
-  constructor(native: NativeModel, arch: Architecture, imgSize: number, schedule: ScheduleOptions,
-    preprocess: Required<PreprocessOptions>, labels: readonly string[] | null, backendReason: string | null = null) {
+  constructor(native: NativeModel, spec: Pick<ModelSpec, 'architecture' | 'imgSize' | 'schedule' | 'preprocess' | 'labels'>,
+    backendReason: string | null = null) {
     this.#native = native;
     this.backendReason = backendReason;
-    this.architecture = arch;
-    this.imgSize = imgSize;
-    this.#scheduleOptions = schedule;
+    this.architecture = spec.architecture;
+    this.imgSize = spec.imgSize;
+    this.#scheduleOptions = spec.schedule;
     this.schedule = this.scheduleFor({});
-    this.preprocess = preprocess;
-    this.labels = labels;
+    this.preprocess = spec.preprocess;
+    this.labels = spec.labels;
+    this.#imageShape = { inChans: spec.architecture.inChans, imgSize: spec.imgSize, maxBatch: nativeLimits().maxBatch };
   }
 
   /** 'cpu' or 'cuda'. */
@@ -159,19 +146,19 @@ export class Model {
 
   /**
    * Runs a preprocessed batch [B, C, H, W]. Schedule options override the model's for this call.
-   * The input is read in place, without a copy: do not modify it until the promise settles.
+   * The addon copies the input when the call is made: the caller may reuse, transfer or resize it at once.
    */
   async forward(input: Tensor4D, options: ForwardOptions = {}): Promise<ForwardOutput> {
-    const native = this.#alive();
-    const [batch] = this.#checkInput(input);
+    this.#alive();
+    const batch = checkImageTensor(input, this.#imageShape);
     const { profile = false, ...scheduleOptions } = options ?? {};
-    const schedule = this.scheduleFor(scheduleOptions);
-    let res;
-    try {
-      res = await native.forward(input.data, batch, schedule.keep, schedule.fuse, profile === true);
-    } catch (err) {
-      throw new NativeError(`forward pass failed: ${(err as Error).message}`, { cause: err });
-    }
+    return this.#run(input.data, batch, this.scheduleFor(scheduleOptions), profile === true);
+  }
+
+  /** One native pass over a batch already checked. */
+  async #run(data: Float32Array, batch: number, schedule: Schedule, profile: boolean): Promise<ForwardOutput> {
+    const native = this.#alive();
+    const res = await callNativeAsync(() => native.forward(data, batch, schedule.keep, schedule.fuse, profile));
     return {
       logits: res.logits,
       shape: [batch, this.architecture.numClasses],
@@ -182,18 +169,24 @@ export class Model {
   }
 
   #profile(raw: Float64Array, schedule: Schedule): ForwardProfile {
-    const n = PROFILE_SLOTS.length;
+    const slots = profileSlots();
+    const out: Record<string, unknown> = {};
+    slots.model.forEach((slot, i) => {
+      out[slot] = raw[i]!;
+    });
+    const n = slots.block.length;
     const blocks = [];
     let tokens = this.numPatches;
     for (let b = 0; b < this.architecture.depth; b++) {
-      const entry = { block: b, tokens } as ForwardProfile['blocks'][number];
-      PROFILE_SLOTS.forEach((slot, j) => {
-        entry[slot] = raw[2 + b * n + j]!;
+      const entry: Record<string, number> = { block: b, tokens };
+      slots.block.forEach((slot, j) => {
+        entry[slot] = raw[slots.model.length + b * n + j]!;
       });
-      blocks.push(entry);
+      blocks.push(entry as ForwardProfile['blocks'][number]);
       tokens = schedule.tokenCounts[b]!;
     }
-    return { patchEmbed: raw[0]!, head: raw[1]!, blocks };
+    out.blocks = blocks;
+    return out as unknown as ForwardProfile;
   }
 
   /**
@@ -205,8 +198,7 @@ export class Model {
     this.#alive();
     const list = Array.isArray(inputs) ? [...inputs] : [inputs as string | Buffer];
     if (list.length === 0) throw new InputError('classify needs at least one input');
-    const top = options.top ?? 5;
-    if (!Number.isInteger(top) || top < 1) throw new OptionsError(`top must be a positive integer, got ${String(top)}`);
+    const top = positiveInt('top', options.top, 5);
     const { top: _top, ...scheduleOptions } = options;
 
     const names: string[] = [];
@@ -218,7 +210,7 @@ export class Model {
     for (const item of list) {
       if (typeof item === 'string' && item.toLowerCase().endsWith('.npy')) {
         const t = await readNpy(item);
-        const [b] = this.#checkInput(t, item);
+        const b = checkImageTensor(t, this.#imageShape, item);
         npyFiles++;
         npyData = t.data;
         for (let i = 0; i < b; i++) {
@@ -227,13 +219,15 @@ export class Model {
         }
       } else if (typeof item === 'string' || Buffer.isBuffer(item)) {
         images.push({ at: parts.length, input: item });
-        names.push(typeof item === 'string' ? item : `<buffer ${item.length} bytes>`);
+        names.push(inputName(item));
         parts.push(new Float32Array(0));
       } else {
         throw new InputError(`classify inputs must be file paths or Buffers, got ${typeof item}`);
       }
     }
-    if (parts.length > MAX_BATCH) throw new InputError(`at most ${MAX_BATCH} images per call, got ${parts.length}`);
+    // Before decoding anything: the images would not fit one pass.
+    const { maxBatch } = this.#imageShape;
+    if (parts.length > maxBatch) throw new InputError(`at most ${maxBatch} images per call, got ${parts.length}`);
     let packed: Float32Array | null = null;
     if (images.length) {
       const pre = await preprocessBatch(images.map((i) => i.input), this.preprocess);
@@ -247,23 +241,8 @@ export class Model {
     }
     const data = packed ?? new Float32Array(parts.length * per);
     if (!packed) parts.forEach((p, i) => data.set(p, i * per));
-    const out = await this.forward(
-      { data, shape: [parts.length, this.architecture.inChans, this.imgSize, this.imgSize] },
-      scheduleOptions,
-    );
-    const classes = this.architecture.numClasses;
-    return names.map((input, i) => {
-      const logits = Array.from(out.logits.subarray(i * classes, (i + 1) * classes));
-      return {
-        input,
-        logits,
-        top: topClasses(logits, Math.min(top, classes), this.labels),
-        kept: out.kept.map((k) => ({
-          block: k.block,
-          tokens: Array.from(k.tokens.subarray(i * k.shape[1], (i + 1) * k.shape[1])),
-        })),
-      };
-    });
+    const out = await this.#run(data, parts.length, this.scheduleFor(scheduleOptions), false);
+    return classifications(names, out, top, this.labels);
   }
 
   /** Frees the native weights. Batches already running finish first; later calls throw DisposedError. */
@@ -280,36 +259,6 @@ export class Model {
     if (!this.#native) throw new DisposedError();
     return this.#native;
   }
-
-  #checkInput(input: Tensor4D, what = 'input'): [number, number, number, number] {
-    if (input === null || typeof input !== 'object') throw new InputError(`${what} must be {data, shape}`);
-    const { data, shape } = input;
-    if (!(data instanceof Float32Array))
-      throw new InputError(`${what}.data must be a Float32Array, got ${(data as unknown as object)?.constructor?.name ?? typeof data}`);
-    if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((s) => Number.isSafeInteger(s) && s > 0))
-      throw new InputError(`${what}.shape must be [batch, channels, height, width] of positive integers, got ${JSON.stringify(shape)}`);
-    const [b, c, h, w] = shape as [number, number, number, number];
-    const a = this.architecture;
-    if (c !== a.inChans || h !== this.imgSize || w !== this.imgSize)
-      throw new InputError(
-        `${what} has shape [${shape.join(', ')}], expected [batch, ${a.inChans}, ${this.imgSize}, ${this.imgSize}]`,
-      );
-    if (b > MAX_BATCH) throw new InputError(`${what} batch ${b} exceeds the maximum of ${MAX_BATCH}`);
-    if (data.length !== b * c * h * w)
-      throw new InputError(`${what}.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${b * c * h * w}`);
-    return [b, c, h, w];
-  }
-}
-
-export function topClasses(logits: number[], k: number, labels: readonly string[] | null): TopClass[] {
-  const max = Math.max(...logits);
-  const exps = logits.map((v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return logits
-    .map((_, i) => i)
-    .sort((a, b) => logits[b]! - logits[a]! || a - b)
-    .slice(0, k)
-    .map((index) => ({ index, prob: exps[index]! / sum, label: labels?.[index] ?? null }));
 }
 
 /**
@@ -325,94 +274,56 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
   const device = resolveDevice(options.device, loadBinding().backendInfo().cuda);
   if (device.requested === 'cpu' && options.precision !== undefined && options.precision !== 'f32')
     throw new OptionsError(`precision '${options.precision}' needs the CUDA backend; the CPU computes in f32`);
-  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
-    throw new OptionsError(`threads must be a positive integer, got ${String(options.threads)}`);
+  const threads = options.threads === undefined ? undefined : intUpTo('threads', options.threads, nativeLimits().maxThreads);
   if (options.labels !== undefined && (!Array.isArray(options.labels) || !options.labels.every((l) => typeof l === 'string')))
     throw new OptionsError('labels must be an array of strings');
 
   const checkpoint = await readCheckpoint(path.resolve(file));
-  const { metadata } = checkpoint;
-  // DeiT III (LayerScale, no class-token position embedding) runs as the equivalent DeiT.
-  const { tensors } = toDeitLayout(checkpoint.tensors);
-  const card: ModelCard | null = options.card === false
-    ? null
-    : await readModelCard(path.resolve(options.card ?? cardPathFor(file)), options.card !== undefined);
-  // Precedence: explicit options, then the model card, then the checkpoint's own metadata.
-  const defaults = { ...checkpointDefaults(metadata, file), ...definedOnly(card?.schedule ?? {}) };
-  const namedArch = options.arch ?? (options.numHeads === undefined ? card?.arch ?? defaults.arch : undefined);
-  const arch = inferArchitecture(tensors, {
-    arch: namedArch,
-    numHeads: options.numHeads ?? (namedArch === undefined ? card?.numHeads : undefined),
-  });
-  if (options.labels !== undefined && options.labels.length !== arch.numClasses)
-    throw new OptionsError(`labels has ${options.labels.length} names but the model has ${arch.numClasses} classes`);
-  if (options.labels === undefined && card?.labels !== undefined && card.labels.length !== arch.numClasses)
-    throw new WeightsError(`model card ${card.file} has ${card.labels.length} labels but the model has ${arch.numClasses} classes`);
-  if (card?.preprocess.channels !== undefined && card.preprocess.channels !== arch.inChans)
-    throw new WeightsError(`model card ${card.file} says ${card.preprocess.channels} channels but the weights take ${arch.inChans}`);
-  const p = arch.patchSize;
-  const imgSize = options.imgSize ?? card?.imgSize ?? arch.gridSize[0] * p;
-  if (!Number.isInteger(imgSize) || imgSize < p || imgSize % p !== 0)
-    throw new OptionsError(`imgSize must be a positive multiple of the patch size ${p}, got ${String(imgSize)}`);
-  if (arch.gridSize[0] !== arch.gridSize[1] && options.imgSize !== undefined)
-    throw new OptionsError('imgSize cannot resize a non-square position grid');
-  const grid = imgSize / p;
+  const card = await readCardFor(file, options.card);
+  const spec = resolveModelSpec(checkpoint, card, options, file);
+  const { architecture: arch, grid } = spec;
+  const { maxPatches } = nativeLimits();
+  if (grid * grid > maxPatches)
+    throw new OptionsError(
+      `imgSize ${spec.imgSize} makes a ${grid}×${grid} patch grid (${grid * grid} patches); the addon takes at most ` +
+        `${maxPatches} (imgSize up to ${Math.floor(Math.sqrt(maxPatches)) * arch.patchSize} at patch ${arch.patchSize})`,
+    );
 
-  // Explicit options win over what the checkpoint says it was trained with.
-  const scheduleOptions: ScheduleOptions = {
-    keepRate: options.keepRate ?? (options.keepCounts === undefined ? defaults.keepRate : undefined),
-    dropLoc: options.dropLoc ?? defaults.dropLoc,
-    fuse: options.fuse ?? defaults.fuse,
-    keepCounts: options.keepCounts,
-  };
-  // Validate the schedule now so a bad option fails at load, not at the first batch.
-  keepSchedule(arch.depth, grid * grid, scheduleOptions);
-  const cardPreprocess = definedOnly(card?.preprocess ?? {});
-  // A card's resize was chosen for its input size; with another imgSize, keep only its crop fraction.
-  if (card?.imgSize !== undefined && imgSize !== card.imgSize && cardPreprocess.resizeSize !== undefined) {
-    cardPreprocess.cropPct ??= Math.min(1, card.imgSize / cardPreprocess.resizeSize);
-    delete cardPreprocess.resizeSize;
-  }
-  const preprocess = resolvePreprocess({ ...cardPreprocess, ...definedOnly(options.preprocess ?? {}), imgSize, channels: arch.inChans as 1 | 3 });
-
+  // Only the tensors the forward pass reads: a .pth inflates a storage when its data is first read.
   const record: Record<string, Float32Array> = {};
-  for (const [name, t] of tensors) record[name] = t.data;
+  for (const name of requiredTensors(arch).keys()) {
+    const data = spec.tensors.get(name)!.data;
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new WeightsError(`tensor ${name} holds ${data[bad]} at element ${bad}; weights must be finite numbers`);
+    record[name] = data;
+  }
   if (grid !== arch.gridSize[0] || grid !== arch.gridSize[1])
-    record.pos_embed = resizePosEmbed(tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
+    record.pos_embed = resizePosEmbed(spec.tensors.get('pos_embed')!.data, arch.embedDim, arch.gridSize, [grid, grid]);
 
   const { Model: NativeModelClass } = loadBinding();
-  let native: NativeModel;
-  try {
-    native = new NativeModelClass(
-      {
-        embedDim: arch.embedDim,
-        depth: arch.depth,
-        numHeads: arch.numHeads,
-        patchSize: p,
-        inChans: arch.inChans,
-        gridH: grid,
-        gridW: grid,
-        numClasses: arch.numClasses,
-        mlpHidden: arch.mlpHidden,
-        eps: 1e-6,
-      },
-      record,
-      device.backend === 'cuda' ? { threads: options.threads, device: 'cuda', ...cuda } : { threads: options.threads, device: 'cpu' },
-    );
-  } catch (err) {
-    throw new NativeError(`could not prepare the model: ${(err as Error).message}`, { cause: err });
-  }
-  if (options.threads !== undefined) {
+  const native = callNative(() => new NativeModelClass(
+    {
+      embedDim: arch.embedDim,
+      depth: arch.depth,
+      numHeads: arch.numHeads,
+      patchSize: arch.patchSize,
+      inChans: arch.inChans,
+      gridH: grid,
+      gridW: grid,
+      numClasses: arch.numClasses,
+      mlpHidden: arch.mlpHidden,
+      eps: 1e-6,
+    },
+    record,
+    device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
+  ));
+  if (threads !== undefined) {
     const inEffect = loadBinding().backendInfo().cpu.threads;
-    if (inEffect !== options.threads)
+    if (inEffect !== threads)
       process.emitWarning(
-        `evit: threads: ${options.threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
+        `evit: threads: ${threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
         { code: 'EVIT_THREADS_FIXED' },
       );
   }
-  return new Model(native, arch, imgSize, scheduleOptions, preprocess, options.labels ?? card?.labels ?? null, device.reason);
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  return new Model(native, spec, device.reason);
 }

@@ -4,7 +4,7 @@
  */
 import { availableParallelism } from 'node:os';
 import sharp from 'sharp';
-import { InputError, OptionsError } from './errors';
+import { AbortedError, InputError, OptionsError } from './errors';
 
 /** Preprocessing parameters; see {@link resolvePreprocess} for defaults. */
 export interface PreprocessOptions {
@@ -21,6 +21,30 @@ export interface PreprocessOptions {
   /** 3 for RGB (default) or 1 for greyscale (PIL convert('L') luma). */
   channels?: 1 | 3;
 }
+
+/**
+ * What a decode may cost. An image's header is read first (no pixels), so a small file that
+ * claims a huge or absurdly shaped image is refused, or decoded reduced, before it costs anything.
+ */
+export interface DecodeLimits {
+  /** Largest width × height × frames decoded at all (default 100 million). */
+  maxPixels?: number;
+  /** Largest ratio of the longer to the shorter side (default 64): past it the resize explodes. */
+  maxAspect?: number;
+  /** Images with more pixels are reduced on load first (default SHRINK_ON_LOAD_ABOVE). */
+  shrinkOnLoadAbove?: number;
+  /** Stops work on images not yet decoded when it fires (a server's client went away). */
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_MAX_DECODE_PIXELS = 100_000_000;
+export const DEFAULT_MAX_ASPECT = 64;
+/**
+ * Above this many pixels libvips' shrink-on-load (JPEG and WebP decode at 1/2, 1/4 or 1/8) brings
+ * the image down to twice the resize target first, then the exact PIL-style resize runs: memory and
+ * time stay bounded, and results differ from PIL's full decode by about one grey level.
+ */
+export const SHRINK_ON_LOAD_ABOVE = 16_000_000;
 
 const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
@@ -223,12 +247,40 @@ function describe(input: string | Buffer): string {
   return typeof input === 'string' ? `image file ${input}` : `image from buffer of ${input.length} bytes`;
 }
 
+/**
+ * The image's size as it will be decoded (EXIF-oriented), read from its header only; refuses what
+ * `limits` do not allow. Returns the intermediate size to shrink to on load, or null for a full decode.
+ */
+async function plannedDecode(input: string | Buffer, o: Required<PreprocessOptions>, limits: DecodeLimits): Promise<[number, number] | null> {
+  const maxPixels = limits.maxPixels ?? DEFAULT_MAX_DECODE_PIXELS;
+  const maxAspect = limits.maxAspect ?? DEFAULT_MAX_ASPECT;
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(input, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw new InputError(`cannot decode ${describe(input)}: ${(err as Error).message}`, { cause: err });
+  }
+  let { width = 0, height = 0 } = meta;
+  if ((meta.orientation ?? 1) >= 5) [width, height] = [height, width];
+  const pages = meta.pages ?? 1;
+  if (width < 1 || height < 1) throw new InputError(`${describe(input)}: its header gives no dimensions (${width}x${height})`);
+  if (width * height * pages > maxPixels)
+    throw new InputError(`${describe(input)} is ${width}x${height}${pages > 1 ? ` with ${pages} frames` : ''}, ` +
+      `over the decode limit of ${maxPixels} pixels`);
+  if (Math.max(width, height) > maxAspect * Math.min(width, height))
+    throw new InputError(`${describe(input)} is ${width}x${height}: its aspect ratio is beyond ${maxAspect}:1`);
+  if (width * height <= (limits.shrinkOnLoadAbove ?? SHRINK_ON_LOAD_ABOVE)) return null;
+  const [rw, rh] = resizedSize(width, height, o.resizeSize);
+  return [Math.min(width, 2 * rw), Math.min(height, 2 * rh)];
+}
+
 /** Decodes, orients, resizes, crops and normalises one image into `out` at `offset` (CHW). */
 async function preprocessInto(
   input: string | Buffer,
   o: Required<PreprocessOptions>,
   out: Float32Array,
   offset: number,
+  limits: DecodeLimits = {},
 ): Promise<void> {
   if (typeof input === 'string') {
     if (input.length === 0) throw new InputError('image path is an empty string');
@@ -237,12 +289,17 @@ async function preprocessInto(
   } else {
     throw new InputError(`image input must be a file path or a Buffer, got ${input === null ? 'null' : typeof input}`);
   }
-  // Stage 1: decode at full size, apply EXIF orientation, drop alpha (like PIL's
-  // convert('RGB'), which discards alpha before any resampling) and convert to
-  // 8-bit sRGB. Embedded ICC profiles are ignored, as PIL does.
+  const shrinkTo = await plannedDecode(input, o, limits);
+  if (limits.signal?.aborted) throw new AbortedError('the image was not decoded: its request was aborted', { cause: limits.signal.reason });
+  // Stage 1: decode at full size (huge images: reduced on load), apply EXIF orientation, drop
+  // alpha (like PIL's convert('RGB'), which discards alpha before any resampling) and convert to
+  // 8-bit sRGB. Embedded ICC profiles are ignored, as PIL does. Any libjpeg/libpng warning, such
+  // as "Corrupt JPEG data", fails the decode: a damaged image is an error, not an input.
   let decoded: { data: Buffer; info: sharp.OutputInfo };
   try {
-    decoded = await sharp(input, { failOn: 'error', autoOrient: true, ignoreIcc: true })
+    let pipeline = sharp(input, { failOn: 'warning', autoOrient: true, ignoreIcc: true, limitInputPixels: false });
+    if (shrinkTo) pipeline = pipeline.resize(shrinkTo[0], shrinkTo[1], { kernel: 'cubic', fit: 'fill', fastShrinkOnLoad: true });
+    decoded = await pipeline
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -332,10 +389,14 @@ async function preprocessInto(
  * @throws InputError when the input cannot be read or decoded
  * @throws OptionsError when the options are invalid
  */
-export async function preprocessImage(input: string | Buffer, opts: Required<PreprocessOptions>): Promise<Float32Array> {
+export async function preprocessImage(
+  input: string | Buffer,
+  opts: Required<PreprocessOptions>,
+  limits: DecodeLimits = {},
+): Promise<Float32Array> {
   const o = resolvePreprocess(opts);
   const out = new Float32Array(o.channels * o.imgSize * o.imgSize);
-  await preprocessInto(input, o, out, 0);
+  await preprocessInto(input, o, out, 0, limits);
   return out;
 }
 
@@ -348,6 +409,7 @@ export async function preprocessImage(input: string | Buffer, opts: Required<Pre
 export async function preprocessBatch(
   inputs: Array<string | Buffer>,
   opts: Required<PreprocessOptions>,
+  limits: DecodeLimits = {},
 ): Promise<{ data: Float32Array; shape: [number, number, number, number] }> {
   const o = resolvePreprocess(opts);
   if (!Array.isArray(inputs) || inputs.length === 0) {
@@ -362,7 +424,7 @@ export async function preprocessBatch(
     while (!failed && next < n) {
       const k = next++;
       try {
-        await preprocessInto(inputs[k]!, o, data, k * per);
+        await preprocessInto(inputs[k]!, o, data, k * per, limits);
       } catch (err) {
         failed = true;
         throw err;

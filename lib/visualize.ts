@@ -187,7 +187,7 @@ async function modelView(image: string | Buffer, pre: Pick<PreprocessOptions, 'i
   const crop = pre.imgSize;
   const resize = pre.resizeSize ?? crop;
   try {
-    const decoded = await sharp(image, { failOn: 'error', autoOrient: true })
+    const decoded = await sharp(image, { failOn: 'warning', autoOrient: true })
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })

@@ -9,7 +9,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..');
-const loader = path.join(root, 'dist', 'native.js');
+const loader = path.join(root, 'dist', 'native', 'index.js');
 
 function log(msg) {
   process.stderr.write(`evit: ${msg}\n`);

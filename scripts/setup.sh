@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a source build of evit needs (Debian/Ubuntu), then builds it. Safe to re-run.
+# Installs what a source build of evit and its tests need (Debian/Ubuntu), then builds it. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,8 @@ fi
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
+# The queue tests start their own Redis.
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -181,6 +181,33 @@ test('invalid options and inputs are typed errors', async (t) => {
   await batcher.close();
 });
 
+test('a batch never exceeds the images one native call takes (backendInfo().limits.maxBatch)', async (t) => {
+  const { maxBatch } = evit.backendInfo().limits;
+  t.equal(new Batcher(model, { maxBatchSize: maxBatch }).maxBatchSize, maxBatch, 'maxBatchSize up to the limit');
+  t.throws(() => new Batcher(model, { maxBatchSize: maxBatch + 1 }),
+    (e) => e instanceof OptionsError && e.message === `maxBatchSize must be an integer from 1 to ${maxBatch}, got ${maxBatch + 1}`,
+    'maxBatchSize above the limit names it');
+  const batcher = new Batcher(model);
+  // Refused from its shape alone, before its data is looked at or it joins a batch.
+  const tooMany = { data: new Float32Array(PER), shape: [maxBatch + 1, 3, 224, 224] };
+  try {
+    await batcher.forward(tooMany);
+    t.fail('accepted');
+  } catch (e) {
+    t.ok(e instanceof InputError, 'InputError');
+    t.equal(e.message, `input batch ${maxBatch + 1} exceeds the maximum of ${maxBatch}`, e.message);
+  }
+  // The same check, worded alike, as Model.forward.
+  try {
+    await model.forward(tooMany);
+    t.fail('accepted');
+  } catch (e) {
+    t.equal(e.message, `input batch ${maxBatch + 1} exceeds the maximum of ${maxBatch}`, 'Model.forward says the same');
+  }
+  t.equal(batcher.queued, 0, 'nothing queued');
+  await batcher.close();
+});
+
 test('with an adaptive policy, batches run at the policy rate and results say so', async (t) => {
   // Every batch here waits maxWaitMs (20 ms) for company, well over the 1 ms target: step down each batch.
   const policy = new AdaptiveKeepPolicy({ rates: [0.9, 0.7, 0.5], targetMs: 1, patience: 1, holdMs: 0 });

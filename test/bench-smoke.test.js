@@ -46,9 +46,9 @@ function tableAfter(md, heading) {
   return out;
 }
 
-test('evit bench attn --quick: CSV, markdown and both plots', async (t) => {
+test('bench/attn.js --quick: CSV, markdown and both plots', async (t) => {
   const out = path.join(tmp, 'attn');
-  const r = spawnSync(process.execPath, [cli, 'bench', 'attn', '--quick', '--quiet', '--out', out], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [path.join(root, 'bench', 'attn.js'), '--quick', '--quiet', '--out', out], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   const { cols, rows } = readCsv(path.join(out, 'quick.attn.csv'));
   t.ok(['backend', 'model', 'tokens', 'batch', 'config', 'block_ms', 'attention_ms', 'reorganise_ms', 'block_speedup'].every((c) => cols.includes(c)), 'CSV columns');
@@ -120,10 +120,25 @@ test('a missing or malformed accuracy table is reported, not plotted', (t) => {
   t.end();
 });
 
-test('quick runs leave docs/BENCHMARKS.md alone; bench needs a known name', (t) => {
+test('bench/queue.js --quick: serve, one and two workers on a local Redis, with ratios', (t) => {
+  const r = spawnSync(process.execPath, [path.join(root, 'bench', 'queue.js'), '--quick'], { encoding: 'utf8', timeout: 120_000 });
+  t.equal(r.status, 0, r.stderr.split('\n').slice(-3).join(' | '));
+  const md = fs.readFileSync(path.join(root, 'bench', 'results', 'quick.queue.md'), 'utf8');
+  const rows = tableAfter(md, '| path | in flight | jobs/s');
+  t.deepEqual(rows.map((x) => x[0]), ['evit serve (HTTP)', '1 worker (BullMQ)', '2 workers (BullMQ)'], 'one row per path');
+  for (const x of rows) t.ok(Number(x[2]) > 0 && Number(x[4]) >= Number(x[3]) && x[6] === '0', `${x[0]}: ${x[2]} jobs/s, p99 ${x[4]} ≥ p50 ${x[3]} ms, no errors`);
+  const ratios = tableAfter(md, 'Against `evit serve`').slice(1);
+  t.equal(ratios.length, 2, 'each worker count against serve');
+  t.end();
+});
+
+test('quick runs leave docs/BENCHMARKS.md alone; the benchmarks are npm scripts of the repository, not an evit command', (t) => {
   t.equal(fs.existsSync(doc) ? fs.readFileSync(doc, 'utf8') : null, docBefore);
-  const r = spawnSync(process.execPath, [cli, 'bench', 'nope'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [cli, 'bench', 'attn'], { encoding: 'utf8' });
   t.equal(r.status, 2);
-  t.match(r.stderr, /bench needs one of attn, e2e, got "nope"/);
+  t.match(r.stderr, /unknown command "bench"/);
+  const scripts = require('../package.json').scripts;
+  for (const [name, file] of [['bench', 'forward.js'], ['bench:attn', 'attn.js'], ['bench:e2e', 'e2e.js'], ['bench:serve', 'serve.js'], ['bench:gpu', 'gpu.js']])
+    t.equal(scripts[name], `node bench/${file}`, `npm run ${name} runs bench/${file}`);
   t.end();
 });

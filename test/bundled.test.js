@@ -10,7 +10,7 @@ const sharp = require('sharp');
 const { loadModel } = require('../dist/model');
 const { preprocessBatch } = require('../dist/preprocess');
 const { BUNDLED_MODEL } = require('../dist/bundled');
-const { loadTestSlice, normalisedBatch } = require('../bench/fashion_mnist');
+const { loadTestSlice, normalisedBatch } = require('../tools/train/fashion_mnist');
 
 const ROOT = path.join(__dirname, '..');
 const card = JSON.parse(fs.readFileSync(path.join(path.dirname(BUNDLED_MODEL), 'config.json'), 'utf8'));

@@ -101,6 +101,11 @@ test('convert records --arch, --keep-rate, --drop-loc and --no-fuse over the che
   const bad = run('convert', '--arch', 'deit_huge', fx('deit-mini.pth'), out('arch.safetensors'));
   t.equal(bad.status, 2);
   t.match(bad.stderr, /unknown arch "deit_huge"/);
+  // An arch the tensors contradict would not load: refused, as loadModel would refuse it.
+  const wrong = run('convert', '--arch', 'deit_tiny_patch16_224', fx('deit-mini.pth'), out('wrong-arch.safetensors'));
+  t.equal(wrong.status, 1, 'an arch that does not fit the tensors');
+  t.match(wrong.stderr, /not converted: checkpoint does not match arch deit_tiny_patch16_224: embed dim \d+ \(expected 192\)/);
+  t.notOk(fs.existsSync(out('wrong-arch.safetensors')), 'nothing written');
   t.end();
 });
 

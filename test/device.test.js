@@ -75,6 +75,18 @@ test('CUDA options are checked whatever the device', (t) => {
   t.end();
 });
 
+test('the CUDA option bounds are the addon\'s limits', (t) => {
+  const { limits } = info;
+  t.equal(cudaSettings({ maxBatch: limits.maxBatch, streams: limits.maxStreams }).maxBatch, limits.maxBatch, 'up to backendInfo().limits');
+  t.throws(() => cudaSettings({ streams: limits.maxStreams + 1 }),
+    (e) => e.message === `streams must be an integer from 1 to ${limits.maxStreams}, got ${limits.maxStreams + 1}`, 'streams above limits.maxStreams');
+  const small = { maxBatch: 8, maxThreads: 2, maxStreams: 3 };
+  t.deepEqual(cudaSettings({ maxBatch: 8, streams: 3 }, small), { precision: 'bf16', maxBatch: 8, streams: 3 }, 'other limits, other bounds');
+  t.throws(() => cudaSettings({ maxBatch: 9 }, small), /maxBatch must be an integer from 1 to 8, got 9/);
+  t.throws(() => cudaSettings({ maxBatch: 8, streams: 4 }, small), /streams must be an integer from 1 to 3, got 4/);
+  t.end();
+});
+
 test('loadModel on this machine: backend, backendReason and precision agree with the probe', async (t) => {
   const model = await evit.loadModel(tinyModel, tinyOptions);
   if (info.cuda.available) {

@@ -144,3 +144,38 @@ test('loading and disposing models many times does not grow resident memory', (t
   }
   t.end();
 });
+
+test('a non-finite input is an InputError (400 in the server), non-finite weights a WeightsError naming the tensor', async (t) => {
+  const evit = require('../dist');
+  const model = await evit.loadModel(tinyModel, tinyOptions);
+  const per = 3 * 224 * 224;
+  for (const [label, v] of [['NaN', NaN], ['+Infinity', Infinity], ['-Infinity', -Infinity]]) {
+    const data = new Float32Array(3 * per).fill(0.2);
+    data[2 * per + 777] = v;
+    try {
+      await model.forward({ data, shape: [3, 3, 224, 224] });
+      t.fail(`${label}: accepted`);
+    } catch (err) {
+      t.ok(err instanceof evit.InputError && err.code === 'EVIT_BAD_INPUT', `${label}: ${err.name} [${err.code}]`);
+      t.match(err.message, /input image 2 holds a non-finite value \(.* at element 777\)/, `${label}: names the image and element`);
+    }
+  }
+  const fine = await model.forward({ data: new Float32Array(per).fill(0.2), shape: [1, 3, 224, 224] });
+  t.ok(fine.logits.every(Number.isFinite), 'a finite input still runs');
+  model.dispose();
+
+  const { tensors } = await evit.readSafetensors(tinyModel);
+  const poisoned = new Map([...tensors].map(([name, tt]) => [name, { dtype: 'F32', shape: tt.shape, data: tt.data.slice() }]));
+  poisoned.get('blocks.1.mlp.fc1.weight').data[42] = NaN;
+  const file = path.join(os.tmpdir(), `evit-nan-${process.pid}.safetensors`);
+  fs.writeFileSync(file, evit.serializeSafetensors(poisoned, { format: 'pt' }));
+  try {
+    await evit.loadModel(file, { ...tinyOptions, card: false });
+    t.fail('weights with a NaN loaded');
+  } catch (err) {
+    t.ok(err instanceof evit.WeightsError, `${err.name} [${err.code}]: ${err.message}`);
+    t.match(err.message, /tensor blocks\.1\.mlp\.fc1\.weight holds NaN at element 42/);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+});

@@ -1,5 +1,5 @@
 'use strict';
-// The addon loader (dist/native.js) and the install script, run against package layouts made up in a
+// The addon loader (dist/native/) and the install script, run against package layouts made up in a
 // temporary directory: which file loads, in which order, and what the error says when none does.
 const test = require('tape');
 const fs = require('node:fs');
@@ -30,7 +30,7 @@ function layout(name, addons = {}) {
 /** Loads the addon through the package's loader in a fresh process: {addon} or {error: {name, code, message}}. */
 function load(dir, env = {}) {
   const src = `
-    const n = require(${JSON.stringify(path.join(dir, 'dist', 'native.js'))});
+    const n = require(${JSON.stringify(path.join(dir, 'dist', 'native'))});
     try { process.stdout.write(JSON.stringify({ addon: n.addonInfo(), cpu: n.loadBinding().backendInfo().cpu.threads > 0 })); }
     catch (e) { process.stdout.write(JSON.stringify({ error: { name: e.name, code: e.code, message: e.message } })); }`;
   const r = spawnSync(process.execPath, ['-e', src], { encoding: 'utf8', env: { ...process.env, EVIT_BINDING: '', ...env } });

@@ -339,14 +339,17 @@ test('checkpoint metadata supplies the trained schedule and arch; options overri
   await rejects(t, loadModel(archMeta, {}), evit.WeightsError, 'EVIT_BAD_WEIGHTS', /deit_small_patch16_224/, 'a stored arch that disagrees with the tensors');
 });
 
-test('non-finite inputs run to completion with valid kept tokens', async (t) => {
+test('non-finite inputs are refused; values that overflow inside the pass still run to completion with valid kept tokens', async (t) => {
   const model = await loadModel(tinyModel, { ...tinyOptions, keepRate: 0.5 });
   const data = new Float32Array(2 * 3 * 224 * 224);
-  data.fill(NaN, 0, 3 * 224 * 224); // image 0: all NaN
-  for (let i = 3 * 224 * 224; i < data.length; i += 97) data[i] = i % 2 ? Infinity : -Infinity; // image 1: some inf
+  data.fill(NaN, 0, 3 * 224 * 224);
+  await rejects(t, model.forward({ data, shape: [2, 3, 224, 224] }), evit.InputError, 'EVIT_BAD_INPUT', /non-finite/, 'NaN input');
+  // Finite, but the patch embedding's sums overflow to infinity: NaN from there on.
+  data.fill(3e38, 0, 3 * 224 * 224); // image 0: near FLT_MAX everywhere
+  for (let i = 3 * 224 * 224; i < data.length; i++) data[i] = (i % 97) ? 0.1 : (i % 2 ? 3e38 : -3e38); // image 1: some
   const out = await model.forward({ data, shape: [2, 3, 224, 224] });
   t.equal(out.logits.length, 20);
-  t.ok(out.logits.subarray(0, 10).every(Number.isNaN), 'NaN in, NaN logits out');
+  t.ok(out.logits.subarray(0, 10).every(Number.isNaN), 'overflow inside the pass: NaN logits out');
   for (const k of out.kept) {
     for (let b = 0; b < 2; b++) {
       const row = Array.from(k.tokens.subarray(b * k.shape[1], (b + 1) * k.shape[1]));
@@ -355,4 +358,91 @@ test('non-finite inputs run to completion with valid kept tokens', async (t) => 
     }
   }
   model.dispose();
+});
+
+test('the batch and thread limits are backendInfo().limits, the numbers the binding enforces', async (t) => {
+  const { limits } = evit.backendInfo();
+  for (const k of ['maxBatch', 'maxThreads', 'maxStreams']) t.ok(Number.isSafeInteger(limits[k]) && limits[k] > 0, `limits.${k} = ${limits[k]}`);
+  // The binding itself refuses one more than each limit, so TypeScript and C++ agree on the numbers.
+  const { Model } = loadBinding();
+  const { tensors } = parseSafetensors(original);
+  const record = {};
+  for (const [name, tt] of tensors) record[name] = tt.data;
+  const config = { embedDim: 48, depth: 12, numHeads: 3, patchSize: 16, inChans: 3, gridH: 14, gridW: 14, numClasses: 10, mlpHidden: 192 };
+  const m = new Model(config, record);
+  const keep = new Int32Array(12).fill(-1);
+  t.throws(() => m.forward(new Float32Array(3 * 224 * 224), limits.maxBatch + 1, keep, new Uint8Array(12)),
+    new RegExp(`batch must be an integer in \\[1, ${limits.maxBatch}\\]`), 'the binding: batch');
+  m.dispose();
+  t.throws(() => new Model(config, record, { threads: limits.maxThreads + 1 }),
+    new RegExp(`options.threads must be an integer in \\[1, ${limits.maxThreads}\\]`), 'the binding: threads');
+
+  // TypeScript refuses the same before the binding sees it, as user input.
+  await rejects(t, loadModel(tinyModel, { ...tinyOptions, threads: limits.maxThreads + 1 }), evit.OptionsError, 'EVIT_BAD_OPTIONS',
+    new RegExp(`^threads must be an integer from 1 to ${limits.maxThreads}, got ${limits.maxThreads + 1}$`), 'threads above the pool limit');
+  const model = await loadModel(tinyModel, tinyOptions);
+  await rejects(t, model.forward({ data: new Float32Array(10), shape: [limits.maxBatch + 1, 3, 224, 224] }), evit.InputError, 'EVIT_BAD_INPUT',
+    new RegExp(`^input batch ${limits.maxBatch + 1} exceeds the maximum of ${limits.maxBatch}$`), 'forward: batch above the limit');
+  // Counted before any image is read: these files do not exist, and that is not what is reported.
+  const paths = Array.from({ length: limits.maxBatch + 1 }, (_, i) => path.join(tmp, `absent-${i}.png`));
+  await rejects(t, model.classify(paths), evit.InputError, 'EVIT_BAD_INPUT',
+    new RegExp(`^at most ${limits.maxBatch} images per call, got ${limits.maxBatch + 1}$`), 'classify: more images than one pass takes');
+  model.dispose();
+});
+
+test('profile: the slots backendInfo().profileSlots names, per block with its token count', async (t) => {
+  const { profileSlots } = evit.backendInfo();
+  t.ok(profileSlots.model.length > 0 && profileSlots.block.length > 0, `model slots ${profileSlots.model}, block slots ${profileSlots.block}`);
+  const model = await loadModel(tinyModel, tinyOptions);
+  const input = await readNpy(fixture('input-224.npy'));
+  const plain = await model.forward(input);
+  const out = await model.forward(input, { profile: true });
+  t.equal(plain.profile, undefined, 'no profile unless asked');
+  t.deepEqual(Object.keys(out.profile), [...profileSlots.model, 'blocks'], 'the model slots, then the blocks');
+  t.equal(out.profile.blocks.length, model.architecture.depth, 'one entry per block');
+  let tokens = model.numPatches;
+  out.profile.blocks.forEach((b, i) => {
+    t.deepEqual(Object.keys(b), ['block', 'tokens', ...profileSlots.block], `block ${i}: its slots in order`);
+    t.equal(b.block, i);
+    t.equal(b.tokens, tokens, `block ${i} takes ${tokens} image tokens`);
+    t.ok(profileSlots.block.every((s) => Number.isFinite(b[s]) && b[s] >= 0), `block ${i}: every time finite and non-negative`);
+    tokens = out.schedule.tokenCounts[i];
+  });
+  t.ok(profileSlots.model.every((s) => Number.isFinite(out.profile[s]) && out.profile[s] >= 0), 'model slot times finite and non-negative');
+  t.ok(Buffer.from(out.logits.buffer).equals(Buffer.from(plain.logits.buffer)), 'profiling does not change the logits');
+  model.dispose();
+});
+
+test('a native failure reaches the caller as one NativeError carrying the native message', async (t) => {
+  const { callNative, callNativeAsync } = require('../dist/native');
+  const { Model } = loadBinding();
+  const { tensors } = parseSafetensors(original);
+  const record = {};
+  for (const [name, tt] of tensors) record[name] = tt.data;
+  const config = { embedDim: 48, depth: 12, numHeads: 5, patchSize: 16, inChans: 3, gridH: 14, gridW: 14, numClasses: 10, mlpHidden: 192 };
+  let direct;
+  try {
+    new Model(config, record);
+  } catch (e) {
+    direct = e;
+  }
+  t.ok(direct instanceof Error, `the binding throws: ${direct && direct.message}`);
+  try {
+    callNative(() => new Model(config, record));
+    t.fail('no error');
+  } catch (e) {
+    t.ok(e instanceof evit.NativeError, 'NativeError');
+    t.equal(e.code, 'EVIT_NATIVE');
+    t.equal(e.message, direct.message, 'the native message, unchanged and unprefixed');
+    t.equal(e.cause.message, direct.message, 'the native error is the cause');
+    t.equal(e.cause.code, 'EVIT_NATIVE_ARGUMENT', "the cause keeps the binding's code: it refused its arguments");
+  }
+  const m = new Model({ ...config, numHeads: 3 }, record);
+  const keep = new Int32Array(12).fill(-1);
+  // A refused argument throws synchronously from forward(); the async call turns it into a rejection alike.
+  await rejects(t, callNativeAsync(() => m.forward(new Float32Array(3 * 224 * 224), 2, keep, new Uint8Array(12))),
+    evit.NativeError, 'EVIT_NATIVE', /^images has 150528 elements, expected 301056$/, 'a refused forward');
+  m.dispose();
+  const loadFailure = new evit.NativeError('could not load the evit native addon');
+  t.throws(() => callNative(() => { throw loadFailure; }), (e) => e === loadFailure, 'a NativeError passes through as it is');
 });

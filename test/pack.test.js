@@ -101,7 +101,7 @@ test('npm pack holds the runtime, the prebuilt addon and the sources for a rebui
   tarball = file;
   const files = info.files.map((f) => f.path);
   const has = (p) => files.includes(p);
-  for (const p of ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/native.js',
+  for (const p of ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/native/index.js',
     `prebuilds/${process.platform}-${process.arch}/evit.node`, 'scripts/install.js', 'binding.gyp', 'src/binding/addon.cc'])
     t.ok(has(p), `ships ${p}`);
   for (const prefix of ['src/testing/', 'cuda/testing/'])

@@ -44,6 +44,36 @@ test('evit serve listens on loopback, serves, and drains on SIGTERM', async (t) 
   t.match(s.stderr(), /finishing accepted requests[\s\S]*stopped/, 'says it is draining, then stopped');
 });
 
+test('evit serve answers the v2 protocol under --model-name, and says when it listens and when it serves', async (t) => {
+  const s = startServe(['--model-name', 'tiny']);
+  const base = await s.address;
+  t.match(s.stderr(), /listening on http:\/\/127\.0\.0\.1:\d+, loading the model…\n[\s\S]*serving on/, 'listening (loading the model), then serving');
+  const meta = await request(base, { method: 'GET', path: '/v2/models/tiny' });
+  t.deepEqual([meta.status, meta.body.name, meta.body.inputs[0].shape], [200, 'tiny', [-1, 3, 224, 224]], 'GET /v2/models/tiny');
+  const ready = await request(base, { method: 'GET', path: '/v2/health/ready' });
+  t.deepEqual([ready.status, ready.body], [200, { ready: true }], 'ready');
+  const png = await noisePng(4);
+  const r = await request(base, { path: '/v2/models/tiny/infer', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [png.toString('base64')] }] }) });
+  t.ok(r.status === 200 && r.body.outputs[0].shape.join() === '1,10', 'infer answers logits [1, 10]');
+  s.child.kill('SIGTERM');
+  t.equal((await s.exited).code, 0, 'exits 0');
+});
+
+test('evit serve with a checkpoint that does not load: listens, then exits 1 saying why', async (t) => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const bad = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'evit-serve-')), 'broken.safetensors');
+  fs.writeFileSync(bad, Buffer.from('not a checkpoint'));
+  const child = spawn(process.execPath, [CLI, 'serve', '--weights', bad, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => { stderr += c; });
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  t.equal(code, 1, 'exit 1');
+  t.match(stderr, /listening on[\s\S]*EVIT_BAD_WEIGHTS/, `it listened, then reported the checkpoint (${stderr.trim().split('\n').pop()})`);
+  fs.rmSync(path.dirname(bad), { recursive: true, force: true });
+});
+
 test('without --weights, evit serve serves the bundled model with its labels', async (t) => {
   const fs = require('node:fs');
   const card = path.join(__dirname, '..', 'models', 'fashion-mnist', 'config.json');

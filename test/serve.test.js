@@ -8,7 +8,7 @@ const sharp = require('sharp');
 const evit = require('../dist');
 const { tinyModel, tinyOptions } = require('./helpers/fixtures');
 const { mulberry32, uniform } = require('./helpers/reference');
-const { noisePng, pngClaiming, request, post, until, metric } = require('./helpers/serve');
+const { noisePng, pngClaiming, request, post, until, metric, badPrometheusLines } = require('./helpers/serve');
 
 const { loadModel, createServer, evitPlugin, Batcher, serializeNpy } = evit;
 const ATOL = 1e-4; // SPEC §4
@@ -48,14 +48,13 @@ test('200 concurrent requests each get their own result, equal to classifying th
   t.ok(responses.some((r) => r.body.batchSize > 1), `requests shared batches (largest ${Math.max(...responses.map((r) => r.body.batchSize))})`);
   t.ok(responses.every((r) => r.body.keepRate === 0.7 && r.headers['x-evit-keep-rate'] === '0.7'), 'each response names the keep rate that served it');
   const m = (await request(base, { method: 'GET', path: '/metrics' })).text;
-  t.equal(metric(m, 'evit_http_requests_total{code="200"}'), 201, 'metrics count the 201 requests');
+  t.equal(metric(m, 'evit_http_requests_total{route="classify",code="200"}'), 201, 'metrics count the 201 requests');
   t.equal(metric(m, 'evit_images_total'), 201, 'and the images');
   t.equal(metric(m, 'evit_batch_size_sum'), 201, 'batch sizes add up to the images');
   t.equal(metric(m, 'evit_keep_rate'), 0.7, 'keep rate gauge');
-  const badLines = m.trim().split('\n').filter((l) => !/^# (HELP|TYPE) [a-z_]+ .+$/.test(l) && !/^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+-]+|\+Inf|NaN)$/.test(l));
-  t.deepEqual(badLines, [], 'every line of /metrics is Prometheus text format');
+  t.deepEqual(badPrometheusLines(m), [], 'every line of /metrics is Prometheus text format');
   t.ok(metric(m, 'process_resident_memory_bytes') > 0, 'resident memory reported');
-  t.ok(metric(m, 'evit_queue_delay_seconds_count') === 201 && metric(m, 'evit_http_request_duration_seconds_count') === 201, 'queue delay and latency histograms');
+  t.ok(metric(m, 'evit_queue_delay_seconds_count') === 201 && metric(m, 'evit_http_request_duration_seconds_count{route="classify"}') === 201, 'queue delay and latency histograms');
   await app.close();
 });
 
@@ -242,7 +241,7 @@ test('every bad input is a 4xx JSON error and the server keeps serving', async (
     t.ok(ok, `${what} at keepRate 0.5: logits and kept tokens of forward()`);
   }
   const m = (await request(base, { method: 'GET', path: '/metrics' })).text;
-  t.ok(metric(m, 'evit_http_requests_total{code="415"}') >= 5 && metric(m, 'evit_http_requests_total{code="413"}') >= 4, 'error statuses are counted');
+  t.ok(metric(m, 'evit_http_requests_total{route="classify",code="415"}') >= 5 && metric(m, 'evit_http_requests_total{route="classify",code="413"}') >= 4, 'error statuses are counted');
   await app.close();
 });
 

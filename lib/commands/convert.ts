@@ -9,13 +9,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { OptionsError, WeightsError } from '../errors';
-import { keepSchedule } from '../schedule';
+import { checkRecordedSchedule, describeArchitecture } from '../spec';
 import { namedArch } from '../weights/architecture';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
-import { checkpointDefaults } from '../weights/metadata';
 import { serializeSafetensors, type DType, type TensorToWrite } from '../weights/safetensors';
 import { UsageError, num } from './args';
-import { describeCheckpoint, formatBytes } from './inspect';
+import { formatBytes } from './inspect';
 
 export const usage = `  evit convert IN OUT.safetensors [options]         convert a .pth checkpoint to safetensors`;
 
@@ -50,8 +49,15 @@ export interface ConvertOptions {
  * @throws WeightsError when the checkpoint is not a model evit runs
  */
 export function toSafetensors(ckpt: Checkpoint, source: string, options: ConvertOptions = {}): Buffer {
-  const report = describeCheckpoint(ckpt, source);
-  if (!report.architecture) throw new WeightsError(`${source}: not converted: ${report.architectureError}`);
+  const stored = describeArchitecture(ckpt, null);
+  if (!stored.architecture) throw new WeightsError(`${source}: not converted: ${stored.error}`);
+  const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
+  if (metadata.arch === undefined && stored.architecture.arch !== null) metadata.arch = stored.architecture.arch;
+  // What is recorded must load: decided as loadModel decides, from the metadata written (no card beside OUT).
+  if (metadata.arch !== undefined && !namedArch(metadata.arch)) throw new OptionsError(`${source}: unknown arch "${metadata.arch}"`);
+  const recorded = describeArchitecture({ ...ckpt, metadata }, null);
+  if (!recorded.architecture) throw new WeightsError(`${source}: not converted: ${recorded.error}`);
+  checkRecordedSchedule(metadata, recorded.architecture, source);
   const out = new Map<string, TensorToWrite>();
   for (const [name, t] of ckpt.tensors) {
     const dtype = outputDType(ckpt.dtypes.get(name), options.dtype);
@@ -64,16 +70,45 @@ export function toSafetensors(ckpt: Checkpoint, source: string, options: Convert
     }
     out.set(name, { dtype, shape: t.shape, data: t.data });
   }
-  const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
-  if (metadata.arch === undefined && report.architecture.arch !== null) metadata.arch = report.architecture.arch;
-  // What is recorded must load: the same checks loadModel makes.
-  const defaults = checkpointDefaults(metadata, source);
-  if (defaults.arch !== undefined && !namedArch(defaults.arch))
-    throw new OptionsError(`${source}: unknown arch "${defaults.arch}"`);
-  const a = report.architecture;
-  // Only what is recorded is checked: the defaults (blocks 3, 6, 9) may not fit a shallow model.
-  keepSchedule(a.depth, a.gridSize[0] * a.gridSize[1], { keepRate: defaults.keepRate, dropLoc: defaults.dropLoc ?? [], fuse: defaults.fuse });
   return serializeSafetensors(out, metadata);
+}
+
+/**
+ * Where OUT is written: the file it names, through symlinks. Refuses an OUT that is the input under
+ * any name (a symlink, a hard link, another path to the same file) and one that exists but is not a
+ * regular file (a FIFO, a device, a directory), which renaming over it would destroy.
+ */
+async function outputTarget(input: string, output: string): Promise<string> {
+  const out = path.resolve(output);
+  let existing: import('node:fs').Stats | null = null;
+  let target = out;
+  try {
+    target = await fsp.realpath(out);
+    existing = await fsp.stat(target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new OptionsError(`cannot check ${output}: ${(e as Error).message}`);
+  }
+  if (existing && !existing.isFile())
+    throw new UsageError(`convert writes regular files; ${output} exists and is ${fileKind(existing)}`);
+  let source: import('node:fs').Stats | null = null;
+  try {
+    source = await fsp.stat(path.resolve(input));
+  } catch {
+    // A missing input is reported when it is read.
+  }
+  const same = existing && source && existing.dev === source.dev && existing.ino === source.ino;
+  if (same || (source && target === (await fsp.realpath(path.resolve(input)))))
+    throw new UsageError(`convert would overwrite its input (${output} is ${input}); choose another OUT`);
+  return target;
+}
+
+function fileKind(s: import('node:fs').Stats): string {
+  if (s.isDirectory()) return 'a directory';
+  if (s.isFIFO()) return 'a FIFO';
+  if (s.isCharacterDevice()) return 'a character device';
+  if (s.isBlockDevice()) return 'a block device';
+  if (s.isSocket()) return 'a socket';
+  return 'not a regular file';
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -97,12 +132,9 @@ export async function run(argv: string[]): Promise<number> {
     dtype = DTYPES[values.dtype.toLowerCase()];
     if (!dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(values.dtype)}`);
   }
-  if (path.resolve(input) === path.resolve(output)) throw new UsageError('convert would overwrite its input; choose another OUT');
+  const target = await outputTarget(input, output);
   const metadata: Record<string, string> = {};
-  if (values.arch !== undefined) {
-    if (!namedArch(values.arch)) throw new OptionsError(`unknown arch "${values.arch}"`);
-    metadata.arch = values.arch;
-  }
+  if (values.arch !== undefined) metadata.arch = values.arch;
   const rate = num('keep-rate', values['keep-rate']);
   if (rate !== undefined) metadata['evit.keep_rate'] = String(rate);
   if (values['drop-loc'] !== undefined) {
@@ -114,13 +146,14 @@ export async function run(argv: string[]): Promise<number> {
 
   const ckpt = await readCheckpoint(path.resolve(input), { key: values.key });
   const bytes = toSafetensors(ckpt, input, { dtype, metadata });
-  // Write beside the target and rename, so a failed write never leaves a partial OUT.
-  const tmp = `${path.resolve(output)}.${process.pid}.tmp`;
+  // Write beside the target and rename, so a failed write never leaves a partial OUT. The temporary
+  // name is created exclusively: it never follows or replaces something already there.
+  const tmp = `${target}.${process.pid}.tmp`;
   try {
-    await fsp.writeFile(tmp, bytes);
-    await fsp.rename(tmp, path.resolve(output));
+    await fsp.writeFile(tmp, bytes, { flag: 'wx' });
+    await fsp.rename(tmp, target);
   } catch (e) {
-    await fsp.rm(tmp, { force: true });
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') await fsp.rm(tmp, { force: true });
     throw new OptionsError(`cannot write ${output}: ${(e as Error).message}`, { cause: e });
   }
   const dtypes = [...new Set([...ckpt.tensors.keys()].map((n) => outputDType(ckpt.dtypes.get(n), dtype)))];

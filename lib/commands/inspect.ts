@@ -1,12 +1,13 @@
 /** `evit inspect`: what a checkpoint holds, without loading it on a backend. */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { OptionsError, WeightsError } from '../errors';
-import { inferArchitecture, type Architecture } from '../weights/architecture';
+import { describeArchitecture, readCardFor, type InspectedArchitecture } from '../spec';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
-import { cardPathFor, readModelCard } from '../weights/modelCard';
-import { toDeitLayout, type VariantInfo } from '../weights/deit3';
+import type { ModelCard } from '../weights/modelCard';
+import type { VariantInfo } from '../weights/deit3';
 import { UsageError } from './args';
+
+export type { InspectedArchitecture } from '../spec';
 
 export const usage = `  evit inspect [--json] [--key NAME] FILE           describe a .safetensors or .pth checkpoint`;
 
@@ -16,9 +17,6 @@ export const help = `inspect options:
                         model_ema, else the top level)`;
 
 const ITEM_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
-
-/** The architecture as far as the tensors tell; numHeads is null when no named arch says it. */
-export type InspectedArchitecture = Omit<Architecture, 'numHeads'> & { numHeads: number | null; imgSize: number };
 
 export interface CheckpointReport {
   file: string;
@@ -42,37 +40,9 @@ export interface CheckpointReport {
   metadata: Record<string, string>;
 }
 
-/**
- * Infers what can be inferred: a checkpoint that matches no named arch still
- * reports its dimensions, with the head count unknown.
- */
-export function inspectArchitecture(ckpt: Checkpoint, cardHeads?: number): { arch: InspectedArchitecture | null; error?: string; info: VariantInfo } {
-  const { tensors, info } = toDeitLayout(ckpt.tensors);
-  const named = ckpt.metadata.arch;
-  const withImg = (a: Architecture, heads: number | null): InspectedArchitecture => ({ ...a, numHeads: heads, imgSize: a.gridSize[0] * a.patchSize });
-  try {
-    try {
-      const a = inferArchitecture(tensors, { arch: named });
-      return { arch: withImg(a, a.numHeads), info };
-    } catch (e) {
-      if (!(e instanceof OptionsError)) throw e;
-      if (cardHeads !== undefined) {
-        // The model card beside the weights says the head count.
-        const a = inferArchitecture(tensors, { numHeads: cardHeads });
-        return { arch: withImg(a, a.numHeads), info };
-      }
-      // Heads cannot be told from the tensors; one head infers the rest.
-      const a = inferArchitecture(tensors, { numHeads: 1 });
-      return { arch: withImg({ ...a, arch: null }, null), info };
-    }
-  } catch (e) {
-    if (e instanceof WeightsError || e instanceof OptionsError) return { arch: null, error: e.message, info };
-    throw e;
-  }
-}
-
-export function describeCheckpoint(ckpt: Checkpoint, file: string, cardHeads?: number): CheckpointReport {
-  const { arch, error, info } = inspectArchitecture(ckpt, cardHeads);
+/** What a checkpoint holds; the architecture is decided as loadModel decides it without options. */
+export function describeCheckpoint(ckpt: Checkpoint, file: string, card: ModelCard | null = null): CheckpointReport {
+  const { architecture: arch, error, variant: info } = describeArchitecture(ckpt, card);
   const dtypes: Record<string, number> = {};
   let parameters = 0;
   let tensorBytes = 0;
@@ -155,8 +125,9 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('inspect needs exactly one FILE');
   const file = positionals[0]!;
   const ckpt = await readCheckpoint(path.resolve(file), { key: values.key });
-  const card = await readModelCard(cardPathFor(path.resolve(file)), false).catch(() => null);
-  const report = describeCheckpoint(ckpt, file, card?.numHeads);
+  // A card that does not parse only loses what it would add: inspect describes the weights.
+  const card = await readCardFor(path.resolve(file), undefined).catch(() => null);
+  const report = describeCheckpoint(ckpt, file, card);
   process.stdout.write(values.json ? JSON.stringify(report) + '\n' : formatReport(report));
   return 0;
 }

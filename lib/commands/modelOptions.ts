@@ -4,9 +4,11 @@
  * loadModel options.
  */
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { OptionsError } from '../errors';
 import { BUNDLED_MODEL } from '../bundled';
 import { loadModel, type LoadOptions, type Model } from '../model';
+import { parseShallowJson } from '../jsonDepth';
 import { UsageError, num } from './args';
 
 export const MODEL_OPTIONS = {
@@ -20,6 +22,8 @@ export const MODEL_OPTIONS = {
   'img-size': { type: 'string' },
   threads: { type: 'string' },
   labels: { type: 'string' },
+  device: { type: 'string' },
+  precision: { type: 'string' },
 } as const;
 
 export const MODEL_HELP = `  --weights FILE        checkpoint: safetensors or PyTorch .pth (timm tensor names); default: the bundled
@@ -33,7 +37,9 @@ export const MODEL_HELP = `  --weights FILE        checkpoint: safetensors or Py
   --fuse | --no-fuse    fuse dropped tokens into one (default --fuse)
   --img-size S          input side in pixels (default: the checkpoint's)
   --threads N           CPU threads (default: one per core)
-  --labels FILE         class names: a JSON array, or one name per line`;
+  --labels FILE         class names: a JSON array, or one name per line
+  --device D            auto | cpu | cuda (default: EVIT_DEVICE, else auto: CUDA when a usable GPU is present)
+  --precision P         CUDA compute type: bf16 | f16 | f32 (default bf16; the CPU computes in f32)`;
 
 export interface ModelArgs {
   weights?: string;
@@ -46,6 +52,8 @@ export interface ModelArgs {
   'img-size'?: string;
   threads?: string;
   labels?: string;
+  device?: string;
+  precision?: string;
 }
 
 /** A comma-separated list of numbers, or undefined when the option was not given. */
@@ -66,7 +74,19 @@ export function loadModelFromArgs(values: ModelArgs, defaults: Partial<LoadOptio
     imgSize: num('img-size', values['img-size']),
     threads: num('threads', values.threads) ?? defaults.threads,
     labels: values.labels === undefined ? undefined : readLabels(values.labels),
+    // Checked by loadModel, which names the allowed values.
+    device: values.device as LoadOptions['device'],
+    precision: values.precision as LoadOptions['precision'],
   });
+}
+
+/** A name for the model the options load, as the v2 protocol's /v2/models/{name}: the checkpoint's file name. */
+export function modelNameOf(weights: string | undefined): string {
+  const file = weights ?? BUNDLED_MODEL;
+  // The bundled checkpoint is models/<name>/model.safetensors: its folder names it.
+  const base = weights === undefined ? path.basename(path.dirname(file)) : path.basename(file).replace(/\.(safetensors|pth|pt|bin)$/i, '');
+  const name = base.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return name === '' ? 'evit' : name;
 }
 
 export function readLabels(file: string): string[] {
@@ -77,12 +97,7 @@ export function readLabels(file: string): string[] {
     throw new OptionsError(`cannot read --labels ${file}: ${(err as Error).message}`);
   }
   if (text.trimStart().startsWith('[')) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw new OptionsError(`--labels ${file} is not valid JSON: ${(err as Error).message}`);
-    }
+    const parsed = parseShallowJson(text, 2, (m) => new OptionsError(`--labels ${file}: ${m}`));
     if (!Array.isArray(parsed) || !parsed.every((l) => typeof l === 'string'))
       throw new OptionsError(`--labels ${file} must be a JSON array of strings`);
     return parsed;

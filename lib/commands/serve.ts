@@ -3,11 +3,13 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { createServer } from '../serve/lazy';
+import { AdaptiveKeepPolicy } from '../serve/adaptiveKeep';
+import { Batcher } from '../serve/batcher';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
-import { UsageError, num } from './args';
-import { MODEL_OPTIONS, loadModelFromArgs, numList } from './modelOptions';
+import { UsageError, byteCount, num } from './args';
+import { MODEL_OPTIONS, loadModelFromArgs, modelNameOf, numList } from './modelOptions';
 
-export const usage = `  evit serve [--weights FILE] [options]             serve POST /v1/classify over HTTP`;
+export const usage = `  evit serve [--weights FILE] [options]             serve /v1/classify and the v2 inference protocol over HTTP`;
 
 export const help = `serve options:
   --host ADDR           address to listen on (default 127.0.0.1, loopback only)
@@ -22,19 +24,14 @@ export const help = `serve options:
   --body-limit BYTES    largest request body; k/m suffixes allowed (default ${DEFAULT_BODY_LIMIT / 1024 / 1024}m)
   --max-pixels N        largest image, width x height, read from its header (default ${DEFAULT_MAX_PIXELS})
   --threads N           CPU threads of the forward pass (default: one fewer than the cores, at least 1)
+  --model-name NAME     the model's name in /v2/models/NAME (default: the checkpoint's file name)
   --log                 log every request (JSON lines on stdout)
   Model options as for classify: --weights --card --arch --heads --keep-rate --drop-loc
   --fuse/--no-fuse --img-size --labels --top
 
-SIGINT or SIGTERM stops accepting connections, finishes every accepted request, then exits.`;
-
-function bytes(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const m = /^(\d+)\s*([km]?)b?$/i.exec(v.trim());
-  if (!m) throw new UsageError(`--body-limit must be a byte count like 1048576, 512k or 10m, got ${JSON.stringify(v)}`);
-  return Number(m[1]) * (m[2]!.toLowerCase() === 'm' ? 1024 * 1024 : m[2]!.toLowerCase() === 'k' ? 1024 : 1);
-}
-
+It listens before the model has loaded: /v2/health/live answers at once, /v2/health/ready once the model
+is loaded (and no longer once shutdown begins). SIGINT or SIGTERM stops accepting connections, finishes every
+accepted request, then exits.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -54,6 +51,7 @@ export async function run(argv: string[]): Promise<number> {
       'body-limit': { type: 'string' },
       'max-pixels': { type: 'string' },
       log: { type: 'boolean', default: false },
+      'model-name': { type: 'string' },
       ...MODEL_OPTIONS,
       top: { type: 'string' },
     },
@@ -65,35 +63,41 @@ export async function run(argv: string[]): Promise<number> {
   if (!values.adaptive && (adaptiveRates !== undefined || targetMs !== undefined))
     throw new UsageError('--adaptive-rates and --target-ms need --adaptive');
   const port = num('port', values.port)!;
+  const batch = {
+    maxBatchSize: num('max-batch', values['max-batch']),
+    maxWaitMs: num('max-wait-ms', values['max-wait-ms']),
+    maxQueue: num('max-queue', values['max-queue']),
+    maxInFlight: num('in-flight', values['in-flight']),
+    // Made now, so bad policy options fail before the model loads.
+    adaptiveKeep: values.adaptive ? new AdaptiveKeepPolicy({ rates: adaptiveRates, targetMs }) : false as const,
+  };
   // libvips' operation cache only pays off when the same image is processed twice; uploads are all
   // different, so for a long-running server it is just memory that grows up to its 50 MB cap.
   sharp.cache(false);
   // One core is left to the event loop, HTTP parsing and image decoding, so they never wait on a pass.
-  const model = await loadModelFromArgs(values, { threads: Math.max(1, availableParallelism() - 1) });
-  let app;
+  const loading = loadModelFromArgs(values, { threads: Math.max(1, availableParallelism() - 1) });
+  const batcher = loading.then((m) => new Batcher(m, batch));
+  // The server listens while the model loads; its readiness says when it can serve.
+  const app = createServer({
+    batcher,
+    logger: values.log,
+    bodyLimit: byteCount('body-limit', values['body-limit']),
+    maxPixels: num('max-pixels', values['max-pixels']),
+    top: num('top', values.top),
+    modelName: values['model-name'] ?? modelNameOf(values.weights),
+  });
+  let b: Batcher;
   try {
-    app = createServer({
-      model,
-      logger: values.log,
-      bodyLimit: bytes(values['body-limit']),
-      maxPixels: num('max-pixels', values['max-pixels']),
-      top: num('top', values.top),
-      batch: {
-        maxBatchSize: num('max-batch', values['max-batch']),
-        maxWaitMs: num('max-wait-ms', values['max-wait-ms']),
-        maxQueue: num('max-queue', values['max-queue']),
-        maxInFlight: num('in-flight', values['in-flight']),
-        adaptiveKeep: values.adaptive ? { rates: adaptiveRates, targetMs } : false,
-      },
-    });
-    await app.ready();
+    const address = await app.listen({ host: values.host, port });
+    process.stderr.write(`evit: listening on ${address}, loading the model…\n`);
+    b = await batcher;
+    const policy = values.adaptive ? `adaptive keep rate ${(adaptiveRates ?? [0.9, 0.7, 0.5]).join(' -> ')}` : `keep rate ${b.model.schedule.keepRate ?? 'from keep counts'}`;
+    process.stderr.write(`evit: serving on ${address} (${b.model.backend}, ${policy})\n`);
   } catch (err) {
-    model.dispose();
+    await app.close().catch(() => {});
+    (await loading.catch(() => null))?.dispose();
     throw err;
   }
-  const address = await app.listen({ host: values.host, port });
-  const policy = values.adaptive ? `adaptive keep rate ${(adaptiveRates ?? [0.9, 0.7, 0.5]).join(' -> ')}` : `keep rate ${model.schedule.keepRate ?? 'from keep counts'}`;
-  process.stderr.write(`evit: serving on ${address} (${model.backend}, ${policy})\n`);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -104,11 +108,13 @@ export async function run(argv: string[]): Promise<number> {
       }
       stopping = true;
       process.stderr.write(`evit: ${signal}: finishing accepted requests…\n`);
-      app.close().then(
+      // Queued requests run now rather than after --max-wait-ms.
+      b.drain();
+      app.close().then(() => b.close()).then(
         () => {
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
-          model.dispose();
+          b.model.dispose();
           process.stderr.write('evit: stopped\n');
           resolve(0);
         },

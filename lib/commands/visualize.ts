@@ -11,7 +11,8 @@ export const usage = `  evit visualize --out PNG [options] IMAGE          draw t
 export const help = `visualize options:
   --weights FILE        checkpoint (default: the bundled Fashion-MNIST model)
   --out PNG             where to write the picture: the model's crop, then one panel per dropping block
-  model options as for classify: --card, --arch, --heads, --keep-rate, --drop-loc, --fuse, --img-size, --threads, --labels
+  model options as for classify: --card, --arch, --heads, --keep-rate, --drop-loc, --fuse, --img-size, --threads, --labels,
+  --device, --precision
   --scale K             integer magnification of each panel (default: about 224 px per panel)
   --gap PX              pixels between panels (default 4)
   --json                print the masks as JSON ({grid, blocks: [{block, counts, mask}]}) instead of text

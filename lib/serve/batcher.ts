@@ -11,11 +11,15 @@
 import { EventEmitter } from 'node:events';
 import { AdaptiveKeepPolicy, type AdaptiveKeepOptions } from './adaptiveKeep';
 import { AbortedError, ClosedError, InputError, OptionsError, OverloadedError } from '../errors';
-import { topClasses, type Classification, type KeptTokens, type Model, type Tensor4D } from '../model';
+import { classifications, inputName, type Classification } from '../classification';
+import type { KeptTokens, Model } from '../model';
+import { nativeLimits } from '../native';
 import { preprocessBatch } from '../preprocess';
+import { checkImageTensor, type ImageShape, type Tensor4D } from '../tensor';
+import { intUpTo, positiveInt } from '../validate';
 
 export interface BatcherOptions {
-  /** Most images in one native call. Default 32. */
+  /** Most images in one native call, at most backendInfo().limits.maxBatch. Default 32. */
   maxBatchSize?: number;
   /** How long the first request of a batch may wait for others, in ms. Default 2. */
   maxWaitMs?: number;
@@ -85,12 +89,6 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-function positiveInt(name: string, v: unknown, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new OptionsError(`${name} must be a positive integer, got ${String(v)}`);
-  return v as number;
-}
-
 export class Batcher extends EventEmitter {
   readonly model: Model;
   readonly maxBatchSize: number;
@@ -107,19 +105,22 @@ export class Batcher extends EventEmitter {
   #draining = false;
   #admitting = 0;
   #drained: Array<() => void> = [];
+  #imageShape: ImageShape;
 
   constructor(model: Model, options: BatcherOptions = {}) {
     super();
     if (options === null || typeof options !== 'object') throw new OptionsError('batcher options must be an object');
     if (!model || typeof model.forward !== 'function') throw new OptionsError('Batcher needs a loaded Model');
     this.model = model;
-    this.maxBatchSize = positiveInt('maxBatchSize', options.maxBatchSize, 32);
+    // Batches are joined into one native call, which takes at most limits.maxBatch images.
+    this.maxBatchSize = intUpTo('maxBatchSize', options.maxBatchSize === undefined ? 32 : options.maxBatchSize, nativeLimits().maxBatch);
     this.maxInFlight = positiveInt('maxInFlight', options.maxInFlight, 1);
     this.maxQueue = positiveInt('maxQueue', options.maxQueue, 256);
     const wait = options.maxWaitMs ?? 2;
     if (typeof wait !== 'number' || !Number.isFinite(wait) || wait < 0)
       throw new OptionsError(`maxWaitMs must be a non-negative number, got ${String(wait)}`);
     this.maxWaitMs = wait;
+    this.#imageShape = { inChans: model.architecture.inChans, imgSize: model.imgSize, maxBatch: nativeLimits().maxBatch };
     const a = options.adaptiveKeep;
     this.policy = a === undefined || a === false ? null : a instanceof AdaptiveKeepPolicy ? a : new AdaptiveKeepPolicy(a);
     // A policy's rates must all be valid schedules for this model: fail now, not on the first batch.
@@ -167,8 +168,8 @@ export class Batcher extends EventEmitter {
     inputs: Tensor4D | string | Buffer | ReadonlyArray<string | Buffer>,
     options: BatchClassifyOptions = {},
   ): Promise<BatchedClassify> {
-    const { top = 5, ...request } = options ?? {};
-    if (!Number.isInteger(top) || top < 1) throw new OptionsError(`top must be a positive integer, got ${String(top)}`);
+    const { top: topOption, ...request } = options ?? {};
+    const top = positiveInt('top', topOption, 5);
     this.#checkAccepting(request.signal);
     // Accepted now: a close() during preprocessing still lets this request run.
     this.#admitting++;
@@ -191,26 +192,15 @@ export class Batcher extends EventEmitter {
       const list = (Array.isArray(inputs) ? [...inputs] : [inputs]) as Array<string | Buffer>;
       if (list.length === 0) throw new InputError('classify needs at least one input');
       tensor = await preprocessBatch(list, this.model.preprocess);
-      names = list.map((x) => (typeof x === 'string' ? x : `<buffer ${x.length} bytes>`));
+      names = list.map(inputName);
     } else {
       const n = this.#checkTensor(inputs as Tensor4D);
       tensor = inputs as Tensor4D;
       names = Array.from({ length: n }, (_, i) => `tensor[${i}]`);
     }
     const out = await this.#enqueue(tensor.data, tensor.shape[0]!, request, true);
-    const classes = out.shape[1];
-    const k = Math.min(top, classes);
-    const results = names.map((input, i) => {
-      const logits = Array.from(out.logits.subarray(i * classes, (i + 1) * classes));
-      return {
-        input,
-        logits,
-        top: topClasses(logits, k, this.model.labels),
-        kept: out.kept.map((t) => ({ block: t.block, tokens: Array.from(t.tokens.subarray(i * t.shape[1], (i + 1) * t.shape[1])) })),
-      };
-    });
     const { logits: _l, shape: _s, kept: _k, ...serving } = out;
-    return { results, ...serving };
+    return { results: classifications(names, out, top, this.model.labels), ...serving };
   }
 
   /**
@@ -239,19 +229,9 @@ export class Batcher extends EventEmitter {
     if (signal?.aborted) throw new AbortedError('the request was aborted before it was queued', { cause: signal.reason });
   }
 
+  /** Each request is checked on its own, so a bad one fails alone instead of failing the batch it joins. */
   #checkTensor(input: Tensor4D): number {
-    if (input === null || typeof input !== 'object') throw new InputError('input must be {data, shape}');
-    const { data, shape } = input;
-    if (!(data instanceof Float32Array)) throw new InputError('input.data must be a Float32Array');
-    const m = this.model;
-    const want = [m.architecture.inChans, m.imgSize, m.imgSize];
-    if (!Array.isArray(shape) || shape.length !== 4 || !Number.isSafeInteger(shape[0]) || shape[0]! < 1 ||
-      want.some((w, i) => shape[i + 1] !== w))
-      throw new InputError(`input has shape ${JSON.stringify(shape)}, expected [batch, ${want.join(', ')}]`);
-    const n = shape[0]!;
-    if (data.length !== n * want[0]! * want[1]! * want[2]!)
-      throw new InputError(`input.data has ${data.length} elements, shape [${shape.join(', ')}] needs ${n * want[0]! * want[1]! * want[2]!}`);
-    return n;
+    return checkImageTensor(input, this.#imageShape);
   }
 
   #enqueue(data: Float32Array, images: number, options: BatchRequestOptions, admitted = false): Promise<BatchedForward> {

@@ -57,7 +57,7 @@ export function tensorFromNpy(buf: Buffer): Tensor4D {
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-function fromBase64(field: string, value: unknown): Buffer {
+export function fromBase64(field: string, value: unknown): Buffer {
   if (typeof value !== 'string') throw new InputError(`"${field}" must be a base64 string, got ${value === null ? 'null' : typeof value}`);
   // Data URLs are accepted as they come out of a browser's FileReader.
   const text = value.replace(/^data:[\w.+/-]+;base64,/, '').replace(/\s+/g, '');
@@ -66,7 +66,7 @@ function fromBase64(field: string, value: unknown): Buffer {
   return Buffer.from(text, 'base64');
 }
 
-function optionalNumber(name: string, v: unknown): number | undefined {
+export function optionalNumber(name: string, v: unknown): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'string' ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isFinite(n)) throw new OptionsError(`${name} must be a number, got ${JSON.stringify(v)}`);

@@ -1,22 +1,30 @@
 /**
- * The fastify plugin behind `evit serve`: POST /v1/classify, GET /healthz and
+ * The fastify plugin behind `evit serve`: POST /v1/classify, the Open Inference
+ * Protocol v2 routes (/v2/health/*, /v2/models/{name}[/infer]), GET /healthz and
  * GET /metrics, backed by one Batcher. Mount it on an existing server with
  * `app.register(evitPlugin, { model, prefix: '/vision' })`; its body parsers,
  * error handler and hooks stay inside the plugin's own scope.
+ *
+ * The model (or batcher) may be a promise: the routes are there at once, health
+ * says live but not ready, and work is refused with 503 until it resolves, so a
+ * load balancer can probe a server whose model is still loading.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { Batcher, type BatchedClassify, type BatcherOptions } from './batcher';
+import { Batcher, type BatcherOptions } from './batcher';
 import { ClosedError, OptionsError } from '../errors';
 import type { Model } from '../model';
 import { checkImage, IMAGE_TYPES, jsonInput, NPY_TYPE, rawInput, requestOptions, type ClassifyInput, type RequestOptions } from './decode';
-import { toHttpError } from './httpErrors';
-import { ServerMetrics } from './metrics';
+import { HttpError, toHttpError } from './httpErrors';
+import { ServingMetrics, type MetricsRoute, type ServingMetricsOptions } from './metrics';
+import { openInferenceRoutes, type ServingState } from './openInference';
+import { classifyResponse } from './response';
+import { version as packageVersion } from '../commands/args';
 
 export interface EvitPluginOptions {
-  /** The model to serve; a Batcher is made for it from `batch`. Not needed when `batcher` is given. */
-  model?: Model;
-  /** An existing batcher to serve through (then `batch` is ignored and the caller closes it). */
-  batcher?: Batcher;
+  /** The model to serve (or a promise of it); a Batcher is made for it from `batch`. Not needed when `batcher` is given. */
+  model?: Model | Promise<Model>;
+  /** An existing batcher (or a promise of one) to serve through; then `batch` is ignored and the caller closes it. */
+  batcher?: Batcher | Promise<Batcher>;
   /** Batching, queue bound and adaptive keep-rate options. */
   batch?: BatcherOptions;
   /** Largest request body in bytes (413 above it). Default 10 MiB. */
@@ -25,10 +33,17 @@ export interface EvitPluginOptions {
   maxPixels?: number;
   /** Classes reported per image when the request does not say. Default 5. */
   top?: number;
+  /** The model's name in the v2 routes (/v2/models/{name}). Default "evit". */
+  modelName?: string;
+  /** The model's version in the v2 routes. Default "1". */
+  modelVersion?: string;
+  /** Where the metrics are registered (your prom-client registry), or a ServingMetrics to share. Default: a registry of the plugin's own. */
+  metrics?: ServingMetricsOptions | ServingMetrics;
 }
 
 export const DEFAULT_BODY_LIMIT = 10 * 1024 * 1024;
 export const DEFAULT_MAX_PIXELS = 40_000_000;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 function positiveInt(name: string, v: unknown, fallback: number): number {
   if (v === undefined) return fallback;
@@ -36,17 +51,29 @@ function positiveInt(name: string, v: unknown, fallback: number): number {
   return v as number;
 }
 
+function pathName(name: string, v: unknown, fallback: string): string {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'string' || !NAME.test(v)) throw new OptionsError(`${name} must be letters, digits, '.', '_' or '-', got ${JSON.stringify(v)}`);
+  return v;
+}
+
+const isPromise = <T>(v: unknown): v is Promise<T> => typeof (v as { then?: unknown })?.then === 'function';
+
 export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, options) => {
   if (options === null || typeof options !== 'object') throw new OptionsError('evitPlugin options must be an object');
   if (!options.batcher && !options.model) throw new OptionsError('evitPlugin needs a model (or a batcher)');
   const bodyLimit = positiveInt('bodyLimit', options.bodyLimit, DEFAULT_BODY_LIMIT);
   const maxPixels = positiveInt('maxPixels', options.maxPixels, DEFAULT_MAX_PIXELS);
   const defaultTop = positiveInt('top', options.top, 5);
+  const modelName = pathName('modelName', options.modelName, 'evit');
+  const modelVersion = pathName('modelVersion', options.modelVersion, '1');
   const ownsBatcher = !options.batcher;
-  const batcher = options.batcher ?? new Batcher(options.model!, options.batch);
-  const model = batcher.model;
-  const metrics = new ServerMetrics(batcher);
-  metrics.start();
+  const metrics = options.metrics instanceof ServingMetrics ? options.metrics : new ServingMetrics(options.metrics);
+  const ownsMetrics = !(options.metrics instanceof ServingMetrics);
+  if (ownsMetrics) metrics.start();
+
+  // The error code each failed request was answered with, for the metrics.
+  const errorCodes = new WeakMap<FastifyRequest, string>();
 
   // Requests this plugin has accepted and not yet answered; close() waits for them.
   let active = 0;
@@ -55,6 +82,51 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
   const settle = (): void => {
     active--;
     if (active === 0) for (const resolve of idle.splice(0)) resolve();
+  };
+
+  let batcher: Batcher | null = null;
+  let loadError: Error | null = null;
+  const adopt = (b: Batcher): Batcher => {
+    batcher = b;
+    metrics.attach(b);
+    metrics.ready = !shuttingDown;
+    return b;
+  };
+  let loading: Promise<unknown> | null = null;
+  const source = options.batcher ?? options.model!;
+  const toBatcher = (v: Batcher | Model): Batcher => (v instanceof Batcher ? v : new Batcher(v, options.batch));
+  if (isPromise<Batcher | Model>(source)) {
+    loading = source.then(
+      (v) => { adopt(toBatcher(v)); },
+      (err: Error) => {
+        loadError = err;
+        app.log.error({ err }, 'the model failed to load');
+      },
+    ).catch((err: Error) => {
+      // new Batcher() refused the options for this model.
+      loadError = err;
+      app.log.error({ err }, 'the model failed to load');
+    }).finally(() => { loading = null; });
+  } else {
+    adopt(toBatcher(source));
+  }
+
+  const state: ServingState = {
+    // Requests that arrive while draining are refused in onRequest; accepted ones still run.
+    batcher(): Batcher {
+      if (batcher) return batcher;
+      if (loadError) throw new HttpError(503, 'EVIT_NOT_READY', `the model failed to load: ${loadError.message}`);
+      throw new HttpError(503, 'EVIT_NOT_READY', 'the model is still loading; retry shortly');
+    },
+    get ready() {
+      return batcher !== null && !shuttingDown && !(batcher as Batcher).closing;
+    },
+    noteError: (req, code) => errorCodes.set(req, code),
+    modelName,
+    modelVersion,
+    maxPixels,
+    bodyLimit,
+    version: packageVersion(),
   };
 
   // Only these content types: anything else is a 415 from fastify before the body is read.
@@ -71,12 +143,15 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
       h.body.error.message = `content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${[...IMAGE_TYPES, NPY_TYPE, 'application/json'].join(', ')}`;
     else if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE')
       h.body.error.message = `request body is over the limit of ${bodyLimit} bytes`;
-    if (h.status === 429) void reply.header('retry-after', '1');
-    if (h.status === 503) void reply.header('connection', 'close');
+    if (h.status === 429 || h.body.error.code === 'EVIT_NOT_READY') void reply.header('retry-after', '1');
+    if (h.body.error.code === 'EVIT_CLOSED') void reply.header('connection', 'close');
+    errorCodes.set(req, h.body.error.code);
     return reply.code(h.status).send(h.body);
   });
 
-  app.addHook('onRequest', async (_req, reply) => {
+  app.addHook('onRequest', async (req, reply) => {
+    // Probes still answer while draining: live, and not ready.
+    if ((req.routeOptions.config as { health?: boolean } | undefined)?.health) return;
     if (shuttingDown) {
       void reply.header('connection', 'close');
       throw new ClosedError('the server is shutting down');
@@ -87,17 +162,20 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
 
   app.addHook('preClose', async () => {
     shuttingDown = true;
+    metrics.ready = false;
     // Accepted requests may still be queueing: run them now rather than after maxWaitMs.
-    if (ownsBatcher) batcher.drain();
+    if (ownsBatcher) batcher?.drain();
   });
 
   app.addHook('onClose', async () => {
     if (active > 0) await new Promise<void>((resolve) => idle.push(resolve));
-    if (ownsBatcher) await batcher.close();
-    metrics.stop();
+    if (loading) await loading;
+    if (ownsBatcher && batcher) await (batcher as Batcher).close();
+    if (ownsMetrics) metrics.stop();
   });
 
-  app.post('/v1/classify', { bodyLimit }, async (req: FastifyRequest, reply: FastifyReply) => {
+  app.post('/v1/classify', { bodyLimit, config: { metricsRoute: 'classify' } }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const b = state.batcher();
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     let input: ClassifyInput;
     let opts: RequestOptions;
@@ -117,44 +195,40 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
       if (!reply.raw.writableFinished) ac.abort(new Error('client closed the connection'));
     };
     reply.raw.once('close', onGone);
-    let out: BatchedClassify;
     try {
-      out = await batcher.classify(input.kind === 'image' ? input.image : input.tensor, {
+      const out = await b.classify(input.kind === 'image' ? input.image : input.tensor, {
         top: opts.top ?? defaultTop,
         keepRate: opts.keepRate,
         signal: ac.signal,
       });
+      void reply.header('x-evit-keep-rate', String(out.keepRate));
+      return classifyResponse(out, wantKept);
     } finally {
       reply.raw.off('close', onGone);
     }
-    void reply.header('x-evit-keep-rate', String(out.keepRate));
-    return {
-      keepRate: out.keepRate,
-      batchSize: out.batchSize,
-      queueMs: round(out.queueMs),
-      inferenceMs: round(out.runMs),
-      results: out.results.map((r) => ({ top: r.top, logits: r.logits, ...(wantKept ? { kept: r.kept } : {}) })),
-    };
   });
 
   app.addHook('onResponse', async (req, reply) => {
-    if (req.routeOptions.url?.endsWith('/v1/classify')) metrics.observeRequest(reply.statusCode, reply.elapsedTime / 1000);
+    const route = (req.routeOptions.config as { metricsRoute?: MetricsRoute } | undefined)?.metricsRoute;
+    if (route) metrics.observeRequest(route, reply.statusCode, reply.elapsedTime / 1000, errorCodes.get(req));
   });
 
-  app.get('/healthz', async (_req, reply) => {
+  app.get('/healthz', { config: { health: true } }, async (_req, reply) => {
+    const b = batcher as Batcher | null;
+    const status = shuttingDown || b?.closing ? 'closing' : b ? 'ok' : loadError ? 'failed' : 'loading';
     const body = {
-      status: shuttingDown || batcher.closing ? 'closing' : 'ok',
-      backend: model.disposed ? null : model.backend,
-      keepRate: batcher.keepRate,
-      queued: batcher.queued,
-      inFlight: batcher.inFlight,
+      status,
+      backend: b && !b.model.disposed ? b.model.backend : null,
+      keepRate: b?.keepRate ?? null,
+      queued: b?.queued ?? 0,
+      inFlight: b?.inFlight ?? 0,
     };
-    return reply.code(body.status === 'ok' ? 200 : 503).send(body);
+    return reply.code(status === 'ok' ? 200 : 503).send(body);
   });
 
   app.get('/metrics', async (_req, reply) => {
-    return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render());
+    return reply.type(metrics.contentType).send(await metrics.render());
   });
-};
 
-const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+  app.register(openInferenceRoutes, { state });
+};

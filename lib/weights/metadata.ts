@@ -7,6 +7,7 @@
  *   "evit.drop_loc":  "3,6,9"
  *   "evit.fuse":      "true" | "false"
  */
+import { parseDecimal } from '../decimal';
 import { WeightsError } from '../errors';
 
 export interface CheckpointDefaults {
@@ -24,9 +25,9 @@ export function checkpointDefaults(metadata: Record<string, string>, source: str
   if (metadata.arch !== undefined) out.arch = metadata.arch;
   const rate = metadata['evit.keep_rate'];
   if (rate !== undefined) {
-    const v = Number(rate);
-    if (rate.trim() === '' || !Number.isFinite(v)) bad('evit.keep_rate', 'a number');
-    out.keepRate = v;
+    const v = parseDecimal(rate);
+    if (v === null) bad('evit.keep_rate', 'a decimal number such as "0.7"');
+    out.keepRate = v!;
   }
   const loc = metadata['evit.drop_loc'];
   if (loc !== undefined) {

@@ -12,6 +12,7 @@
  *   ...                                                 // training recipe, accuracy: informative
  * }
  */
+import { parseShallowJson } from '../jsonDepth';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { WeightsError } from '../errors';
@@ -49,12 +50,8 @@ export async function readModelCard(file: string, required: boolean): Promise<Mo
     if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new WeightsError(`cannot read the model card ${file}: ${(err as Error).message}`, { cause: err });
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new WeightsError(`model card ${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
+  // A card is a few objects of scalars and short arrays: anything much deeper is not one.
+  const raw = parseShallowJson(text, 8, (m) => new WeightsError(`model card ${file}: ${m}`));
   return parseModelCard(raw, file);
 }
 

@@ -86,6 +86,12 @@ export interface UnpickleOptions {
 
 /** Longest LONG1/LONG4 accepted, in bytes: far beyond any integer a checkpoint holds. */
 const MAX_LONG_BYTES = 64;
+// A state dict of thousands of tensors runs some hundred thousand opcodes and memoizes tens of
+// thousands of values; these bounds stop a crafted pickle from building hundreds of megabytes
+// of values before it fails.
+const MAX_VALUES = 1 << 22;
+const MAX_MEMO = 1 << 18;
+const MAX_MARK_DEPTH = 1 << 12;
 const MAX_PROTOCOL = 5;
 
 const OPCODE_NAMES: Record<number, string> = {
@@ -213,6 +219,10 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
     stack = prev!;
     return items;
   };
+  const remember = (i: number): void => {
+    if (memo.size >= MAX_MEMO && !memo.has(i)) fail(`memo holds more than ${MAX_MEMO} entries, more than any checkpoint uses`);
+    memo.set(i, top());
+  };
   const int = (v: bigint): number | bigint => (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
   const long = (b: Uint8Array): number | bigint => {
     if (b.length > MAX_LONG_BYTES) fail(`integer of ${b.length} bytes is larger than any checkpoint value`);
@@ -280,8 +290,10 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
     }
   };
 
+  let executed = 0;
   for (;;) {
     opAt = pos;
+    if (++executed > MAX_VALUES) fail(`more than ${MAX_VALUES} opcodes, more than any checkpoint's pickle runs`);
     if (pos >= len) fail('the pickle ends without a STOP opcode; the file is truncated');
     const op = bytes[pos++]!;
     switch (op) {
@@ -299,6 +311,7 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
         return v;
       }
       case 0x28: // MARK
+        if (marks.length >= MAX_MARK_DEPTH) fail(`MARKs nested deeper than ${MAX_MARK_DEPTH}`);
         marks.push(stack);
         stack = [];
         break;
@@ -397,7 +410,7 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
         const items = popMark();
         const s = top();
         if (!(s instanceof PickleSet)) fail(`ADDITEMS to ${describe(s)}, expected a set`);
-        (s as PickleSet).items.push(...items);
+        for (const v of items) (s as PickleSet).items.push(v);
         break;
       }
       case 0x73: { // SETITEM
@@ -413,9 +426,9 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
         for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1], 'SETITEMS');
         break;
       }
-      case 0x71: memo.set(u8(), top()); break; // BINPUT
-      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
+      case 0x71: remember(u8()); break; // BINPUT
+      case 0x72: remember(u32()); break; // LONG_BINPUT
+      case 0x94: remember(memo.size); break; // MEMOIZE
       case 0x68: // BINGET
       case 0x6a: { // LONG_BINGET
         const i = op === 0x68 ? u8() : u32();

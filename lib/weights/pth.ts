@@ -5,8 +5,9 @@
  * The pickle is interpreted by the restricted unpickler in pickle.ts, which
  * builds tensor references; only the tensors of the chosen state dict are
  * then read from their storages (CRC-checked, range-checked, strided views
- * materialised). Float tensors are decoded to float32; others are listed as
- * skipped.
+ * materialised), and each only when its `data` is first read: shapes cost
+ * nothing, and storages the model never reads are never inflated. Float
+ * tensors are decoded to float32; others are listed as skipped.
  */
 import { OptionsError, WeightsError } from '../errors';
 import {
@@ -14,7 +15,7 @@ import {
   type StorageDType,
 } from './pickle';
 import { TorchZip } from './pthZip';
-import { decode, type TensorMap } from './safetensors';
+import { decode, type TensorF32, type TensorMap } from './safetensors';
 
 /** Where the state dict is looked for, in order, when no key is given. */
 export const STATE_DICT_KEYS = ['model', 'state_dict', 'model_ema'] as const;
@@ -98,17 +99,23 @@ export async function parsePth(buf: Buffer, source = '<buffer>', options: PthOpt
   if (!names.every((k): k is string => typeof k === 'string')) fail(`state dict${where(key)} has keys that are not strings`);
   const strip = names.length > 0 && (names as string[]).every((k) => k.startsWith('module.'));
 
+  // Storages are checked when the state dict is read (present, of the right size; stored ones
+  // CRC-checked, which costs no copy), and decoded, deflated ones inflated, when first read.
+  const checked = new Set<string>();
+  const checkStorage = (s: StorageRef): void => {
+    if (checked.has(s.key)) return;
+    const entry = `data/${s.key}`;
+    const size = zip.size(entry);
+    if (size === undefined) fail(`storage ${s.key} is missing from the archive (no ${zip.root}/${entry})`);
+    const bytes = s.numel * STORAGE_ITEM_SIZE[s.dtype];
+    if (size !== bytes) fail(`storage ${s.key} holds ${size} bytes but ${s.dtype}[${s.numel}] needs ${bytes}`);
+    if (!zip.deflated(entry)) zip.read(entry);
+    checked.add(s.key);
+  };
   const decoded = new Map<string, Float32Array>();
   const storageData = (s: StorageRef): Float32Array => {
     let data = decoded.get(s.key);
-    if (data) return data;
-    const entry = `data/${s.key}`;
-    const size = zip.size(entry);
-    if (size === undefined) return fail(`storage ${s.key} is missing from the archive (no ${zip.root}/${entry})`);
-    const bytes = s.numel * STORAGE_ITEM_SIZE[s.dtype];
-    if (size !== bytes) return fail(`storage ${s.key} holds ${size} bytes but ${s.dtype}[${s.numel}] needs ${bytes}`);
-    data = decodeStorage(zip.read(entry), s.dtype);
-    decoded.set(s.key, data);
+    if (!data) decoded.set(s.key, (data = decodeStorage(zip.read(`data/${s.key}`), s.dtype)));
     return data;
   };
 
@@ -126,11 +133,26 @@ export async function parsePth(buf: Buffer, source = '<buffer>', options: PthOpt
       skipped.set(name, { dtype: s.dtype, shape: value.shape.slice() });
       continue;
     }
-    tensors.set(name, { shape: value.shape.slice(), data: view(storageData(s), value) });
+    checkStorage(s);
+    tensors.set(name, lazyTensor(value.shape.slice(), () => view(storageData(s), value)));
     dtypes.set(name, s.dtype);
   }
   if (tensors.size === 0 && skipped.size === 0) fail(`state dict${where(key)} holds no tensors`);
   return { tensors, dtypes, skipped, metadata: trainingDefaults(top), stateDictKey: key };
+}
+
+/** A tensor whose data is decoded the first time it is read (a WeightsError then, if the storage is bad). */
+function lazyTensor(shape: number[], decodeData: () => Float32Array): TensorF32 {
+  let data: Float32Array | undefined;
+  return {
+    shape,
+    get data() {
+      return (data ??= decodeData());
+    },
+    set data(v: Float32Array) {
+      data = v;
+    },
+  };
 }
 
 function where(key: string | null): string {

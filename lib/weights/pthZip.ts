@@ -7,7 +7,9 @@
  *
  * yauzl parses the central directory; entries are read from the in-memory
  * file without copying when stored (torch stores them, 64-byte aligned) and
- * every entry that is used has its CRC-32 checked.
+ * every entry that is used has its CRC-32 checked. Entries may not share bytes
+ * (a zip bomb points many directory entries at one deflate stream), and what
+ * deflated entries claim in all is bounded by the file's size.
  */
 import * as zlib from 'node:zlib';
 import * as yauzl from 'yauzl';
@@ -18,6 +20,8 @@ export const ZIP_MAGIC = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
 
 /** Weights barely compress; a deflated entry claiming more than this ratio is a zip bomb or corrupt. */
 const MAX_DEFLATE_RATIO = 100;
+/** All deflated entries together may inflate to at most this many times the file, plus a megabyte. */
+const MAX_TOTAL_INFLATE_RATIO = 8;
 
 interface ZipEntry {
   name: string;
@@ -26,6 +30,8 @@ interface ZipEntry {
   size: number;
   crc32: number;
   dataStart: number;
+  /** Where its local header starts: [headerStart, dataStart + compressedSize) is the entry's span. */
+  headerStart: number;
 }
 
 /** A torch.save archive held in memory. */
@@ -80,8 +86,14 @@ export class TorchZip {
           size: entry.uncompressedSize,
           crc32: entry.crc32,
           dataStart: fileDataStart,
+          headerStart: entry.relativeOffsetOfLocalHeader,
         });
       }
+      checkDisjoint(entries, fail);
+      let inflated = 0;
+      for (const e of entries.values()) if (e.method === 8) inflated += e.size;
+      if (inflated > MAX_TOTAL_INFLATE_RATIO * buf.length + 2 ** 20)
+        fail(`deflated entries claim ${inflated} bytes in all from a ${buf.length}-byte file; refused as implausible for weights`);
     } catch (e) {
       if (e instanceof WeightsError) throw e;
       return fail(`corrupt zip archive: ${(e as Error).message}`, e);
@@ -100,6 +112,11 @@ export class TorchZip {
   /** True when `<root>/<name>` exists. */
   has(name: string): boolean {
     return this.#entries.has(`${this.root}/${name}`);
+  }
+
+  /** True when `<root>/<name>` is deflated (reading it inflates), false when stored or absent. */
+  deflated(name: string): boolean {
+    return this.#entries.get(`${this.root}/${name}`)?.method === 8;
   }
 
   /** Size in bytes of `<root>/<name>` once read, or undefined when absent. */
@@ -137,6 +154,16 @@ export class TorchZip {
       );
     this.#verified.set(full, data);
     return data;
+  }
+}
+
+/** Two directory entries whose bytes overlap describe one stored object twice: refused. */
+function checkDisjoint(entries: Map<string, ZipEntry>, fail: (msg: string) => never): void {
+  const spans = [...entries.values()].sort((a, b) => a.headerStart - b.headerStart);
+  for (let i = 1; i < spans.length; i++) {
+    const prev = spans[i - 1]!, cur = spans[i]!;
+    if (cur.headerStart < prev.dataStart + prev.compressedSize)
+      fail(`zip entries ${prev.name} and ${cur.name} overlap in the file; each entry must have bytes of its own`);
   }
 }
 

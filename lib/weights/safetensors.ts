@@ -12,6 +12,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import { OptionsError, WeightsError } from '../errors';
+import { jsonNestingDepth } from '../jsonDepth';
+
+const HEADER_MAX_DEPTH = 4;
 
 /** Stored element types that evit reads. All are decoded to float32. */
 export type DType = 'F32' | 'F16' | 'BF16';
@@ -111,6 +114,9 @@ export function parseSafetensors(buf: Buffer | Uint8Array, source = '<buffer>'):
   } catch {
     return fail(`header (bytes 8-${dataStart}) is not valid UTF-8`);
   }
+  // {name: {dtype, shape: [...], data_offsets: [...]}, __metadata__: {...}} is three levels deep.
+  if (jsonNestingDepth(text, HEADER_MAX_DEPTH) > HEADER_MAX_DEPTH)
+    fail(`header (bytes 8-${dataStart}) nests JSON deeper than a safetensors header (${HEADER_MAX_DEPTH} levels)`);
   let header: unknown;
   try {
     header = JSON.parse(text);

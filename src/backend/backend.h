@@ -23,6 +23,7 @@ struct Limits {
   static constexpr int kMaxBatch = 4096;    // images per forward() call
   static constexpr int kMaxThreads = 1024;  // CPU pool threads
   static constexpr int kMaxStreams = 16;    // CUDA execution contexts per model
+  static constexpr int kMaxPatches = 65536; // image tokens per image (a 256 × 256 patch grid)
 };
 
 struct ModelConfig {

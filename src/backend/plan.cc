@@ -24,9 +24,9 @@ void validateConfig(const ModelConfig& c) {
   if (c.embedDim % c.numHeads != 0)
     throw ArgumentError("config.numHeads (" + std::to_string(c.numHeads) + ") does not divide embedDim (" +
                         std::to_string(c.embedDim) + ")");
-  if ((long)c.gridH * c.gridW > 65536)
-    throw ArgumentError("config.gridH × gridW must be at most 65536 patches, got " +
-                        std::to_string((long)c.gridH * c.gridW));
+  if ((long)c.gridH * c.gridW > Limits::kMaxPatches)
+    throw ArgumentError("config.gridH × gridW must be at most " + std::to_string(Limits::kMaxPatches) +
+                        " patches, got " + std::to_string((long)c.gridH * c.gridW));
   if (!(c.eps > 0.0f)) throw ArgumentError("config.eps must be positive");
 }
 

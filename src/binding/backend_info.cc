@@ -58,6 +58,7 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   limits.Set("maxBatch", Limits::kMaxBatch);
   limits.Set("maxThreads", Limits::kMaxThreads);
   limits.Set("maxStreams", Limits::kMaxStreams);
+  limits.Set("maxPatches", Limits::kMaxPatches);
   res.Set("limits", limits);
 
   Napi::Object slots = Napi::Object::New(env);

@@ -1,5 +1,6 @@
 #include "model_handle.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <initializer_list>
@@ -31,6 +32,25 @@ Napi::Function ModelHandle::Define(Napi::Env env) {
 }
 
 namespace {
+
+// dst = src for n floats; the index of the first NaN or infinity, or -1. One pass, at copy speed:
+// the exponent test vectorises with the copy.
+long copyFinite(float* __restrict dst, const float* __restrict src, size_t n) {
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(src);
+  constexpr size_t kBlock = 4096;
+  for (size_t i0 = 0; i0 < n; i0 += kBlock) {
+    const size_t i1 = std::min(n, i0 + kBlock);
+    uint32_t nonFinite = 0;
+    for (size_t i = i0; i < i1; ++i) {
+      dst[i] = src[i];
+      nonFinite |= (bits[i] & 0x7F800000u) == 0x7F800000u;
+    }
+    if (nonFinite)
+      for (size_t i = i0; i < i1; ++i)
+        if ((bits[i] & 0x7F800000u) == 0x7F800000u) return (long)i;
+  }
+  return -1;
+}
 
 // config.family: 'deit' (also when absent) or 'shunted'.
 std::string familyArg(const Napi::Value& v) {
@@ -229,7 +249,14 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     throw nativeFailure(env, "out of memory copying the input batch");
   }
-  std::memcpy(owned.as<float>(), images.Data(), (size_t)expected * sizeof(float));
+  // A NaN or infinity would run through and come out as NaN logits: refused, found during the copy.
+  const long bad = copyFinite(owned.as<float>(), images.Data(), (size_t)expected);
+  if (bad >= 0) {
+    const size_t perImage = model_->input().floats();
+    throw badInput(env, "input image " + std::to_string(bad / perImage) + " holds a non-finite value (" +
+                            std::to_string(images.Data()[bad]) + " at element " + std::to_string(bad % perImage) +
+                            "); every pixel must be a finite number");
+  }
 
   ForwardRequest req;
   req.images = owned.as<float>();

@@ -59,4 +59,16 @@ function metric(text, name) {
   return line === undefined ? null : Number(line.slice(name.length + 1));
 }
 
-module.exports = { noisePng, pngClaiming, request, post, until, metric };
+/**
+ * Lines of a Prometheus text page (format 0.0.4) that are not a comment, a blank line or a sample:
+ * metric and label names as Prometheus defines them, values as Go's ParseFloat reads them.
+ */
+function badPrometheusLines(text) {
+  const name = '[a-zA-Z_:][a-zA-Z0-9_:]*';
+  const label = '[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\[\\\\"n])*"';
+  const sample = new RegExp(`^${name}(\\{${label}(,${label})*\\})? (-?[0-9.]+(e[+-]?[0-9]+)?|[+-]?Inf|nan)( -?[0-9]+)?$`, 'i');
+  const comment = new RegExp(`^# (HELP|TYPE) ${name}( .*)?$`);
+  return text.split('\n').filter((l) => l !== '' && !comment.test(l) && !sample.test(l));
+}
+
+module.exports = { noisePng, pngClaiming, request, post, until, metric, badPrometheusLines };

@@ -68,10 +68,13 @@ function stateDictPickle(entries, key = 'model') {
  * A zip archive of `files` ({name: Buffer}), entries under `root/`. Entries are stored
  * unless listed in `deflate`; `badCrc` names entries whose CRC is written wrong, and
  * `claimSize` ({name: bytes}) overrides the uncompressed size the headers state.
+ * `aliases` ({name: target}) adds central-directory entries that point at another entry's
+ * bytes, as a zip bomb does.
  */
-function zip(files, { root = 'archive', deflate = [], badCrc = [], claimSize = {} } = {}) {
+function zip(files, { root = 'archive', deflate = [], badCrc = [], claimSize = {}, aliases = {} } = {}) {
   const locals = [];
   const central = [];
+  const headers = {};
   let offset = 0;
   for (const [rel, data] of Object.entries(files)) {
     const name = Buffer.from(`${root}/${rel}`, 'utf8');
@@ -99,13 +102,23 @@ function zip(files, { root = 'archive', deflate = [], badCrc = [], claimSize = {
     ch.writeUInt32LE(offset, 42);
     locals.push(lh, name, body);
     central.push(ch, name);
+    headers[rel] = ch;
     offset += 30 + name.length + body.length;
   }
+  for (const [alias, target] of Object.entries(aliases)) {
+    // Same method, sizes, CRC and local-header offset as the target; only the name differs. The
+    // local header keeps the target's name, which the central directory is trusted over.
+    const ch = Buffer.from(headers[target]);
+    const name = Buffer.from(`${root}/${alias}`, 'utf8');
+    ch.writeUInt16LE(name.length, 28);
+    central.push(ch, name);
+  }
+  const count = Object.keys(files).length + Object.keys(aliases).length;
   const cd = Buffer.concat(central);
   const end = Buffer.alloc(22);
   end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(Object.keys(files).length, 8);
-  end.writeUInt16LE(Object.keys(files).length, 10);
+  end.writeUInt16LE(count, 8);
+  end.writeUInt16LE(count, 10);
   end.writeUInt32LE(cd.length, 12);
   end.writeUInt32LE(offset, 16);
   return Buffer.concat([...locals, cd, end]);

@@ -7,7 +7,7 @@
 const path = require('node:path');
 const sharp = require('sharp');
 const { loadModel } = require('../../dist/model');
-const { loadDebianTestSet, normalisedBatch } = require('../../bench/fashion_mnist');
+const { loadDebianTestSet, normalisedBatch } = require('./fashion_mnist');
 
 const OUT = path.join(__dirname, '..', '..', 'examples');
 const KEEP_RATES = [1, 0.9, 0.8, 0.7, 0.6, 0.5];

@@ -9,7 +9,7 @@ const path = require('node:path');
 const zlib = require('node:zlib');
 
 const DEBIAN_DIR = '/usr/share/datasets/fashion-mnist';
-const SLICE_DIR = path.join(__dirname, '..', 'test', 'fixtures', 'fashion-mnist');
+const SLICE_DIR = path.join(__dirname, '..', '..', 'test', 'fixtures', 'fashion-mnist');
 
 function parseIdx(buf, file) {
   if (buf.length < 4 || buf[0] !== 0 || buf[1] !== 0 || buf[2] !== 0x08) throw new Error(`${file}: not an IDX file of uint8`);

@@ -1,0 +1,92 @@
+// The emulator's own controls, for tests: the thread schedule, the emulated device's
+// properties, the last kernel fault, fault injection for the host code's error paths, and
+// per-launch records of what each kernel executed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime_api.h"
+
+namespace evit_simt {
+
+// The order in which a block's runnable threads resume in each round between
+// synchronisation points. EVIT_SIMT_SCHEDULE=forward|reverse|random:SEED (default forward).
+struct Schedule {
+  enum Order { Forward, Reverse, Random } order = Forward;
+  uint64_t seed = 0;
+};
+// Throws std::invalid_argument naming the accepted forms.
+Schedule parseSchedule(const std::string& text);
+std::string scheduleName(const Schedule& s);
+Schedule schedule();
+// Overrides EVIT_SIMT_SCHEDULE for later launches of this process. A random schedule's
+// orders follow from the seed and the launches since the last setSchedule.
+void setSchedule(const Schedule& s);
+
+// The emulated device: one sm_90 device by default. Tests lower the SM count or the shared
+// memory opt-in limit to reach the kernels' other tilings at small shapes.
+struct DeviceConfig {
+  int deviceCount = 1;
+  int multiProcessorCount = 132;
+  int sharedMemPerBlockOptin = 232448;  // 227 KiB, the sm_90 limit; at most kMaxDynamicShared
+  size_t totalGlobalMem = (size_t)80 << 30;
+  int driverVersion = 13000;
+  int runtimeVersion = 13000;
+};
+constexpr size_t kMaxDynamicShared = 232448;
+DeviceConfig deviceConfig();
+void setDeviceConfig(const DeviceConfig& c);
+
+// The message of the most recent kernel fault (barrier misuse, mismatched collective,
+// invalid instruction operand), "" if none. Faults are also printed to stderr.
+std::string lastFault();
+// Clears the sticky error a fault left, as a new CUDA context would; allocations stay.
+void clearStickyError();
+
+// Fault injection. A kernel name matches when the pattern is a substring of its demangled
+// name (e.g. "attentionMmaKernel"). Failed launches return `error` without running.
+void failLaunches(const std::string& kernelPattern, int count, cudaError_t error = cudaErrorLaunchOutOfResources);
+// The next stream, event or device synchronisation turns `error` into the sticky error.
+void stickyErrorAtNextSync(cudaError_t error);
+// The next stream capture ends invalidated (cudaStreamEndCapture fails).
+void failNextCapture();
+// The next `count` cudaMalloc / cudaMallocHost calls fail with cudaErrorMemoryAllocation.
+void failAllocations(int count);
+void resetInjection();
+
+struct LaunchRecord {
+  std::string kernel;  // demangled, without the parameter list
+  dim3 grid, block;
+  size_t dynamicSmemBytes = 0;
+  bool fromGraph = false;
+  cudaError_t result = cudaSuccess;
+  uint64_t mma = 0;            // mma.sync instructions (per warp)
+  uint64_t ldmatrix = 0;       // ldmatrix instructions (per warp)
+  uint64_t ldmatrixBytes = 0;  // shared memory bytes they read
+  uint64_t cpAsync = 0;        // cp.async instructions (per thread)
+  uint64_t cpAsyncBytes = 0;   // global bytes they read (srcBytes)
+  uint64_t barriers = 0;       // completed __syncthreads (per block)
+  uint64_t warpCollectives = 0;  // completed shuffles, votes and __syncwarp (per warp)
+};
+// Every executed launch (eager or replayed from a graph), oldest first.
+std::vector<LaunchRecord> launchRecords();
+void clearLaunchRecords();
+
+struct Counters {
+  long launchesSubmitted = 0;  // accepted by cudaLaunchKernelEx (eager or captured)
+  long launchesExecuted = 0;
+  long graphLaunches = 0;
+  long capturesCompleted = 0;
+  long liveDeviceAllocations = 0;
+  long livePinnedAllocations = 0;
+  size_t liveDeviceBytes = 0;
+};
+Counters counters();
+
+// Demangled name of a kernel (or any function in this process), without parameters.
+std::string kernelName(const void* function);
+
+}  // namespace evit_simt

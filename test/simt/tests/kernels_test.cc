@@ -1,0 +1,542 @@
+// Every kernel of cuda/ run on the emulator against float64 references, at small awkward
+// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling),
+// in f32, f16 and bf16, each under forward, reverse and random:12345 thread orders with
+// bit-identical results across them. Tolerances are docs/CUDA.md's (test/gpu/ops.test.js):
+// relative to each element's Σ|terms|, 2e-5 for f32, 1.5e-3 for f16, 8e-3 for bf16.
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "attention_internal.h"
+#include "evit_simt/control.h"
+#include "harness.h"
+#include "kernels.h"
+#include "linear_internal.h"
+#include "reference.h"
+
+using harness::check;
+using harness::contains;
+using namespace evit::cuda;
+using Bytes = std::vector<unsigned char>;
+
+namespace {
+
+template <class T>
+struct Ty;
+template <>
+struct Ty<float> {
+  static constexpr const char* name = "f32";
+  static constexpr double rtol = 2e-5;
+  static float to(float v) { return v; }
+  static double back(float v) { return v; }
+};
+template <>
+struct Ty<__half> {
+  static constexpr const char* name = "f16";
+  static constexpr double rtol = 1.5e-3;
+  static __half to(float v) { return __float2half_rn(v); }
+  static double back(__half v) { return __half2float(v); }
+};
+template <>
+struct Ty<__nv_bfloat16> {
+  static constexpr const char* name = "bf16";
+  static constexpr double rtol = 8e-3;
+  static __nv_bfloat16 to(float v) { return __float2bfloat16_rn(v); }
+  static double back(__nv_bfloat16 v) { return __bfloat162float(v); }
+};
+constexpr double kAtol = 1e-6;
+
+// A device buffer of n elements (plus `pad` before them, for misaligned views).
+template <class T>
+struct Buf {
+  explicit Buf(size_t count, size_t padding = 0) : n(count), pad(padding) {
+    if (cudaMalloc(&base, (n + pad) * sizeof(T) + 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+  }
+  ~Buf() { cudaFree(base); }
+  Buf(const Buf&) = delete;
+  T* p() const { return base + pad; }
+  void up(const std::vector<T>& h) const { cudaMemcpy(p(), h.data(), n * sizeof(T), cudaMemcpyHostToDevice); }
+  void poison() const { cudaMemset(p(), 0xFF, n * sizeof(T)); }  // NaN: an element never written shows
+  Bytes bytes() const {
+    Bytes b(n * sizeof(T));
+    cudaMemcpy(b.data(), p(), b.size(), cudaMemcpyDeviceToHost);
+    return b;
+  }
+  T* base = nullptr;
+  size_t n, pad;
+};
+
+template <class T>
+std::vector<T> as(const Bytes& b, size_t offsetBytes, size_t n) {
+  std::vector<T> v(n);
+  if (offsetBytes + n * sizeof(T) <= b.size()) std::memcpy(v.data(), b.data() + offsetBytes, n * sizeof(T));
+  return v;
+}
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d[i] = Ty<T>::back(v[i]);
+  return d;
+}
+Bytes concat(std::initializer_list<Bytes> parts) {
+  Bytes all;
+  for (const Bytes& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+// argv[2]: run only the tests of one op ("convert", "layerNorm", "linear", "attention", "patch").
+std::string opFilter;
+bool wanted(const char* op) { return opFilter.empty() || opFilter == op; }
+
+std::mt19937 rng(2024);
+std::vector<float> uniform(size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+template <class T>
+std::vector<T> rounded(const std::vector<float>& v) {
+  std::vector<T> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = Ty<T>::to(v[i]);
+  return r;
+}
+
+// Runs `run` under each schedule: it launches and returns the outputs' bytes. A kernel error
+// (CudaError) fails the check; the launches' records are kept for the path checks.
+std::vector<evit_simt::LaunchRecord> lastRecords;
+bool scheduled(const std::string& label, const std::function<Bytes()>& run, Bytes& first) {
+  std::vector<Bytes> r;
+  for (const auto& s : harness::schedules()) {
+    evit_simt::setSchedule(s);
+    evit_simt::clearLaunchRecords();
+    try {
+      r.push_back(run());
+    } catch (const std::exception& e) {
+      evit_simt::setSchedule({});
+      evit_simt::clearStickyError();
+      check(false, label + " (" + evit_simt::scheduleName(s) + "): " + e.what());
+      return false;
+    }
+    lastRecords = evit_simt::launchRecords();
+  }
+  evit_simt::setSchedule({});
+  first = r[0];
+  return check(r[0] == r[1] && r[0] == r[2], label + ": bit-identical under forward, reverse and random:12345");
+}
+
+std::string ranKernel() {
+  std::string s;
+  for (const auto& r : lastRecords) s += (s.empty() ? "" : ", ") + r.kernel + " <<<" + std::to_string(r.grid.x) + "," +
+                                         std::to_string(r.grid.y) + "," + std::to_string(r.grid.z) + " x " +
+                                         std::to_string(r.block.x) + ">>>";
+  return s;
+}
+bool ran(const std::string& part) {
+  for (const auto& r : lastRecords)
+    if (contains(r.kernel, part)) return true;
+  return false;
+}
+
+void setSms(int sms, int optin = 232448) {
+  auto c = evit_simt::deviceConfig();
+  c.multiProcessorCount = sms;
+  c.sharedMemPerBlockOptin = optin;
+  evit_simt::setDeviceConfig(c);
+}
+
+// ---- convert -----------------------------------------------------------------------------
+
+template <class T>
+void convertTest() {
+  const std::string label = std::string("convert ") + Ty<T>::name;
+  std::vector<float> src = uniform(1037, -4, 4);
+  for (size_t i = 0; i < src.size(); i += 3) src[i] = std::ldexp(src[i], (int)(i % 50) - 30);
+  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, std::nanf(""), 65504.0f, 65520.0f, 0x1p-25f, 3 * 0x1p-25f,
+                            1.0f + 0x1p-11f, 1.0f + 0x1p-8f, 3.0e38f, 1e-40f};
+  std::copy(std::begin(specials), std::end(specials), src.begin());
+  Buf<float> s(src.size());
+  Buf<T> d(src.size());
+  s.up(src);
+  Bytes out;
+  if (!scheduled(label, [&] {
+        d.poison();
+        convert<T>(d.p(), s.p(), (long)src.size(), nullptr);
+        return d.bytes();
+      }, out))
+    return;
+  bool ok = true;
+  if constexpr (std::is_same_v<T, float>) {
+    ok = std::memcmp(out.data(), src.data(), out.size()) == 0;
+  } else {
+    static const reference::Format f = std::is_same_v<T, __half>
+        ? reference::format([](uint16_t b) { return __half2float(__ushort_as_half(b)); }, 0x7C00)
+        : reference::format([](uint16_t b) { return __bfloat162float(__ushort_as_bfloat16(b)); }, 0x7F80);
+    const auto got = as<uint16_t>(out, 0, src.size());
+    for (size_t i = 0; i < src.size(); ++i) ok = ok && got[i] == reference::roundBySearch(f, src[i]);
+  }
+  check(ok, label + ": every element rounded to nearest even (specials, subnormals, overflow included)");
+}
+
+// ---- layerNorm ---------------------------------------------------------------------------
+
+template <class T>
+void layerNormTest(int rows, int C, long stride) {
+  const std::string label = std::string("layerNorm ") + Ty<T>::name + " " + std::to_string(rows) + "x" + std::to_string(C) +
+                            (stride != C ? " row stride " + std::to_string(stride) : "");
+  const auto x = uniform((size_t)(rows - 1) * stride + C, -3, 5);
+  const auto w = uniform(C, 0.5f, 1.5f), b = uniform(C, -0.2f, 0.2f);
+  Buf<float> dx(x.size()), dw(C), db(C);
+  Buf<T> y((size_t)rows * C);
+  dx.up(x);
+  dw.up(w);
+  db.up(b);
+  Bytes out;
+  if (!scheduled(label, [&] {
+        y.poison();
+        layerNorm<T>(y.p(), dx.p(), stride, dw.p(), db.p(), rows, C, 1e-6f, nullptr);
+        return y.bytes();
+      }, out))
+    return;
+  const auto want = reference::layerNorm(x, stride, rows, C, w, b, 1e-6);
+  const auto c = reference::compare(widen(as<T>(out, 0, (size_t)rows * C)), want.out, &want.scale, kAtol, Ty<T>::rtol);
+  check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
+// ---- linear ------------------------------------------------------------------------------
+
+enum class Path { Auto, Simt, Mma };
+const char* pathName(Path p) { return p == Path::Auto ? "auto" : p == Path::Simt ? "simt" : "mma"; }
+const char* epName(Epilogue e) {
+  return e == Epilogue::Bias ? "bias" : e == Epilogue::BiasGelu ? "gelu" : e == Epilogue::BiasResidual ? "residual" : "float";
+}
+
+// `expect`: part of the kernel name that must have run (which tiling).
+template <class T>
+void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& expect, size_t outPad = 0) {
+  const std::string label = std::string("linear ") + Ty<T>::name + " " + pathName(path) + " " + std::to_string(M) + "x" +
+                            std::to_string(K) + "x" + std::to_string(N) + " " + epName(ep) +
+                            (outPad ? " (unaligned output)" : "");
+  const auto xv = rounded<T>(uniform((size_t)M * K, -1, 1));
+  const auto Wv = rounded<T>(uniform((size_t)N * K, -0.1f, 0.1f));
+  const auto b = uniform(N, -0.5f, 0.5f), res = uniform((size_t)M * N, -1, 1);
+  const bool floatOut = ep == Epilogue::BiasResidual || ep == Epilogue::BiasFloat;
+  Buf<T> dx(xv.size()), dW(Wv.size());
+  Buf<float> db(N), dOutF((size_t)M * N, outPad);
+  Buf<T> dOutT((size_t)M * N, outPad);
+  dx.up(xv);
+  dW.up(Wv);
+  db.up(b);
+  void* out = floatOut ? (void*)dOutF.p() : (void*)dOutT.p();
+  Bytes got;
+  if (!scheduled(label, [&] {
+        if (ep == Epilogue::BiasResidual) dOutF.up(res);
+        else if (floatOut) dOutF.poison();
+        else dOutT.poison();
+        if (path == Path::Auto) linear<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        if (path == Path::Simt) linearSimt<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        if constexpr (!std::is_same_v<T, float>)
+          if (path == Path::Mma) linearMma<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        return floatOut ? dOutF.bytes() : dOutT.bytes();
+      }, got))
+    return;
+  check(ran(expect), label + ": ran " + expect + " (" + ranKernel() + ")");
+  const reference::Ep rep = ep == Epilogue::Bias ? reference::Ep::Bias
+                            : ep == Epilogue::BiasGelu ? reference::Ep::Gelu
+                            : ep == Epilogue::BiasResidual ? reference::Ep::Residual
+                                                           : reference::Ep::Float;
+  const auto want = reference::linear(widen(xv), M, K, widen(Wv), b, N, rep, res);
+  // fp32 outputs are not rounded to T: f32's tolerance, plus the accumulation of 16-bit products.
+  const double rtol = floatOut ? std::max(Ty<float>::rtol, Ty<T>::rtol / 8) : Ty<T>::rtol;
+  const auto c = floatOut ? reference::compare(as<float>(got, 0, (size_t)M * N), want.out, &want.scale, kAtol, rtol)
+                          : reference::compare(widen(as<T>(got, 0, (size_t)M * N)), want.out, &want.scale, kAtol, rtol);
+  check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
+template <class T>
+void linearTests() {
+  const Epilogue all[] = {Epilogue::Bias, Epilogue::BiasGelu, Epilogue::BiasResidual, Epilogue::BiasFloat};
+  const std::string simt = "linearSimtKernel";
+  for (Epilogue ep : all) {
+    linearTest<T>(Path::Simt, 130, 48, 70, ep, simt);  // edge tiles in M and N
+    linearTest<T>(Path::Auto, 5, 17, 3, ep, simt);     // K = 17: no tensor-core path for any type
+  }
+  linearTest<T>(Path::Simt, 1, 48, 144, Epilogue::Bias, simt);
+  if constexpr (std::is_same_v<T, float>) {
+    linearTest<T>(Path::Auto, 37, 72, 10, Epilogue::BiasGelu, simt);
+  } else {
+    const std::string small = std::string("linearMmaKernel<") + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16");
+    const std::string t64 = small + ", 64, 64, 2, 2>", t128 = small + ", 128, 128, 2, 4>";
+    for (Epilogue ep : all) {
+      linearTest<T>(Path::Mma, 70, 48, 72, ep, t64);   // edge tiles, K = 48: a half k-slice
+      linearTest<T>(Path::Auto, 33, 24, 15, ep, t64);  // N odd: unpaired stores
+    }
+    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::Bias, t64, 1);          // output 2 bytes off: unpaired
+    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::BiasResidual, t64, 1);  // output 4 bytes off
+    // The 128 × 128 tiling runs when the grid of big tiles fills the GPU: an emulated GPU of one SM.
+    setSms(1);
+    for (Epilogue ep : all) linearTest<T>(Path::Auto, 130, 40, 136, ep, t128);
+    linearTest<T>(Path::Mma, 129, 32, 130, Epilogue::BiasGelu, t128);
+    setSms(132);
+  }
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+template <class T>
+void attentionTest(Path path, int B, int N, int H, int d, const std::string& expect, unsigned threads = 0) {
+  const std::string label = std::string("attention ") + Ty<T>::name + " " + pathName(path) + " B" + std::to_string(B) +
+                            " N" + std::to_string(N) + " h" + std::to_string(H) + " d" + std::to_string(d);
+  const int C = H * d;
+  const auto qkv = rounded<T>(uniform((size_t)B * N * 3 * C, -2, 2));
+  Buf<T> dq(qkv.size()), dout((size_t)B * N * C);
+  Buf<float> dp((size_t)B * H * N);
+  dq.up(qkv);
+  auto call = [&](float* probs) {
+    if (path == Path::Auto) attention<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
+    if (path == Path::Simt) attentionSimt<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
+    if constexpr (!std::is_same_v<T, float>)
+      if (path == Path::Mma) attentionMma<T>(dout.p(), probs, dq.p(), B, N, H, d, nullptr);
+  };
+  Bytes withProbs, plain;
+  if (!scheduled(label + " with class-token probabilities", [&] {
+        dout.poison();
+        dp.poison();
+        call(dp.p());
+        return concat({dout.bytes(), dp.bytes()});
+      }, withProbs))
+    return;
+  check(ran(expect) && (!threads || lastRecords.back().block.x == threads),
+        label + ": ran " + expect + (threads ? " with " + std::to_string(threads) + " threads" : "") + " (" +
+            ranKernel() + ")");
+  if (!scheduled(label + " without", [&] {
+        dout.poison();
+        call(nullptr);
+        return dout.bytes();
+      }, plain))
+    return;
+  const size_t outBytes = (size_t)B * N * C * sizeof(T);
+  check(std::memcmp(plain.data(), withProbs.data(), outBytes) == 0, label + ": the same output without probabilities");
+  const auto want = reference::attention(widen(qkv), B, N, H, d);
+  const auto c = reference::compare(widen(as<T>(withProbs, 0, (size_t)B * N * C)), want.out.out, &want.out.scale, kAtol,
+                                    Ty<T>::rtol);
+  check(c.ok, label + ": output within the tolerance of float64 (" + c.str() + ")");
+  const auto p = reference::compare(as<float>(withProbs, outBytes, (size_t)B * H * N), want.probs, nullptr, 1e-7, 1e-4);
+  check(p.ok, label + ": class-token probabilities (every head's softmax row 0) within 1e-7 + 1e-4 relative (" +
+                  p.str() + ")");
+}
+
+template <class T>
+void attentionTests() {
+  const std::string simt = "attentionKernel";
+  if constexpr (std::is_same_v<T, float>) {
+    for (auto [B, N, H, d] : {std::array<int, 4>{1, 2, 2, 16}, {2, 5, 2, 16}, {1, 70, 3, 24}, {1, 130, 2, 64},
+                              {1, 97, 1, 128}, {1, 257, 1, 32}, {1, 48, 2, 80}})
+      attentionTest<T>(Path::Auto, B, N, H, d, simt);
+  } else {
+    const std::string mma = "attentionMmaKernel";
+    const std::string m64 = mma + "<" + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16") + ", 64";
+    const std::string m128 = mma + "<" + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16") + ", 128";
+    attentionTest<T>(Path::Auto, 1, 2, 2, 16, m64, 128);
+    attentionTest<T>(Path::Auto, 2, 5, 2, 16, m64, 128);
+    attentionTest<T>(Path::Auto, 1, 130, 2, 64, m64, 128);
+    attentionTest<T>(Path::Auto, 1, 197, 1, 64, m64, 128);  // DeiT's N: 84 KiB of shared memory, past the default 48
+    attentionTest<T>(Path::Auto, 1, 257, 1, 32, m64, 128);  // 92 KiB
+    attentionTest<T>(Path::Auto, 1, 97, 1, 128, m128, 128);
+    attentionTest<T>(Path::Auto, 1, 48, 2, 80, m128, 128);  // d = 80: a partial MAXD = 128 instance
+    attentionTest<T>(Path::Auto, 1, 70, 3, 24, simt);       // d = 24: no whole k16 steps, the SIMT kernel
+    attentionTest<T>(Path::Simt, 1, 130, 2, 64, simt);
+    // Fewer warps per block when the score rows do not fit: a device allowing 56 KiB.
+    setSms(132, 56 * 1024);
+    attentionTest<T>(Path::Mma, 1, 130, 1, 64, m64, 64);
+    attentionTest<T>(Path::Mma, 1, 300, 1, 64, m64, 32);
+    setSms(132);
+  }
+}
+
+// ---- topkGatherFuse ----------------------------------------------------------------------
+
+struct TopkCase {
+  int B, N, H, C, k;
+  bool fuse;
+  enum Probs { Random, Ties, NaNs, Zeros } probs;
+  bool originsIn;
+  size_t xPad;
+};
+
+void topkTest(const TopkCase& tc) {
+  const int B = tc.B, N = tc.N, H = tc.H, C = tc.C, k = tc.k, M = N - 1, outN = 1 + k + (tc.fuse ? 1 : 0);
+  const char* kinds[] = {"", " with ties", " with NaN scores", " with ±0 scores"};
+  const std::string label = "topkGatherFuse B" + std::to_string(B) + " N" + std::to_string(N) + " h" + std::to_string(H) +
+                            " C" + std::to_string(C) + " k" + std::to_string(k) + (tc.fuse ? " fused" : "") +
+                            kinds[tc.probs] + (tc.originsIn ? " with origins" : "") + (tc.xPad ? " unaligned x" : "");
+  const auto x = uniform((size_t)B * N * C, -1, 1);
+  std::vector<float> probs = uniform((size_t)B * H * N, 0, 1);
+  std::uniform_int_distribution<int> pick(0, 7);
+  for (float& p : probs) {
+    if (tc.probs == TopkCase::Ties) p = (float)(pick(rng) % 4) / 8;
+    if (tc.probs == TopkCase::NaNs && pick(rng) == 0) p = std::nanf("");
+    if (tc.probs == TopkCase::Zeros) p = pick(rng) < 3 ? (pick(rng) % 2 ? 0.0f : -0.0f) : p;
+  }
+  std::vector<int32_t> origins((size_t)B * M);
+  for (size_t i = 0; i < origins.size(); ++i) origins[i] = (int32_t)(1000 + i * 7 % 311);
+  Buf<float> dx(x.size(), tc.xPad), dp(probs.size()), dy((size_t)B * outN * C);
+  Buf<int32_t> din(origins.size()), dout((size_t)B * (outN - 1));
+  dx.up(x);
+  dp.up(probs);
+  din.up(origins);
+  Bytes got;
+  if (!scheduled(label, [&] {
+        dy.poison();
+        dout.poison();
+        topkGatherFuse(dy.p(), dout.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N, H, C, k, tc.fuse, -4,
+                       nullptr);
+        return concat({dy.bytes(), dout.bytes()});
+      }, got))
+    return;
+  const auto y = as<float>(got, 0, (size_t)B * outN * C);
+  const auto o = as<int32_t>(got, (size_t)B * outN * C * 4, (size_t)B * (outN - 1));
+  bool order = true, copies = true;
+  std::vector<double> fused, want, scale;
+  for (int b = 0; b < B; ++b) {
+    // The kernel's scores: fp32 sum over heads in head order, then the mean (device_math.h's headMean).
+    std::vector<float> s(M);
+    for (int j = 0; j < M; ++j) {
+      float acc = 0.0f;
+      for (int h = 0; h < H; ++h) acc += probs[((size_t)b * H + h) * N + 1 + j];
+      s[j] = acc / (float)H;
+    }
+    const auto idx = reference::topk(s.data(), M, k);
+    std::vector<bool> kept(M, false);
+    for (int i = 0; i < k; ++i) {
+      kept[idx[i]] = true;
+      order = order && o[(size_t)b * (outN - 1) + i] == (tc.originsIn ? origins[(size_t)b * M + idx[i]] : idx[i]);
+    }
+    if (tc.fuse) order = order && o[(size_t)b * (outN - 1) + k] == -4;
+    for (int r = 0; r <= k; ++r) {
+      const int src = r == 0 ? 0 : 1 + idx[r - 1];
+      copies = copies && std::memcmp(&y[((size_t)b * outN + r) * C], &x[((size_t)b * N + src) * C], C * 4) == 0;
+    }
+    if (tc.fuse)
+      for (int c = 0; c < C; ++c) {
+        double acc = 0, abs = 0;
+        for (int j = 0; j < M; ++j)
+          if (!kept[j]) {
+            acc += (double)s[j] * x[((size_t)b * N + 1 + j) * C + c];
+            abs += std::fabs((double)s[j] * x[((size_t)b * N + 1 + j) * C + c]);
+          }
+        fused.push_back(y[((size_t)b * outN + 1 + k) * C + c]);
+        want.push_back(acc);
+        scale.push_back(abs);
+      }
+  }
+  check(order, label + ": kept tokens and their origins, by score, ties to the lower index, NaN last");
+  check(copies, label + ": class and kept tokens copied bit for bit");
+  if (tc.fuse) {
+    bool nanAlike = true;
+    for (size_t i = 0; i < want.size(); ++i)
+      if (std::isnan(want[i])) nanAlike = nanAlike && std::isnan(fused[i]), want[i] = fused[i] = 0;
+    const auto c = reference::compare(fused, want, &scale, 1e-6, 1e-5);
+    check(c.ok && nanAlike, label + ": the fused token within 1e-6 + 1e-5 · Σ|terms| of float64 (" + c.str() + ")");
+  }
+}
+
+// ---- patch embedding ---------------------------------------------------------------------
+
+template <class T>
+void patchTest(int B, int ic, int gh, int gw, int p, int C) {
+  const std::string label = std::string("patchify ") + Ty<T>::name + " B" + std::to_string(B) + " " + std::to_string(ic) +
+                            "x" + std::to_string(gh * p) + "x" + std::to_string(gw * p) + " p" + std::to_string(p);
+  const int P = gh * gw, K = ic * p * p, H = gh * p, W = gw * p;
+  const auto img = uniform((size_t)B * ic * H * W, -2, 2);
+  Buf<float> di(img.size());
+  Buf<T> dc((size_t)B * P * K);
+  di.up(img);
+  Bytes got;
+  if (scheduled(label, [&] {
+        dc.poison();
+        patchify<T>(dc.p(), di.p(), B, ic, gh, gw, p, nullptr);
+        return dc.bytes();
+      }, got)) {
+    const auto cols = as<T>(got, 0, (size_t)B * P * K);
+    bool ok = true;
+    for (int b = 0; b < B; ++b)
+      for (int gy = 0; gy < gh; ++gy)
+        for (int gx = 0; gx < gw; ++gx)
+          for (int c = 0; c < ic; ++c)
+            for (int ky = 0; ky < p; ++ky)
+              for (int kx = 0; kx < p; ++kx) {
+                const T want = Ty<T>::to(img[(((size_t)b * ic + c) * H + gy * p + ky) * W + gx * p + kx]);
+                const T have = cols[((size_t)b * P + gy * gw + gx) * K + (c * p + ky) * p + kx];
+                ok = ok && std::memcmp(&want, &have, sizeof(T)) == 0;
+              }
+    check(ok, label + ": every patch element in the conv weight's (c, ky, kx) order");
+  }
+  if (!std::is_same_v<T, float>) return;
+  const std::string alabel = "assembleTokens B" + std::to_string(B) + " P" + std::to_string(P) + " C" + std::to_string(C);
+  const auto patches = uniform((size_t)B * P * C, -1, 1), cls = uniform(C, -1, 1), pos = uniform((size_t)(P + 1) * C, -1, 1);
+  Buf<float> dpatch(patches.size()), dcls(C), dpos(pos.size()), dx((size_t)B * (P + 1) * C);
+  dpatch.up(patches);
+  dcls.up(cls);
+  dpos.up(pos);
+  if (!scheduled(alabel, [&] {
+        dx.poison();
+        assembleTokens(dx.p(), dpatch.p(), dcls.p(), dpos.p(), B, P, C, nullptr);
+        return dx.bytes();
+      }, got))
+    return;
+  const auto x = as<float>(got, 0, (size_t)B * (P + 1) * C);
+  bool ok = true;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t <= P; ++t)
+      for (int c = 0; c < C; ++c) {
+        const float v = (t == 0 ? cls[c] : patches[((size_t)b * P + t - 1) * C + c]) + pos[(size_t)t * C + c];
+        ok = ok && std::memcmp(&v, &x[((size_t)b * (P + 1) + t) * C + c], 4) == 0;
+      }
+  check(ok, alabel + ": [cls + pos[0], patches + pos[1..]] exactly");
+}
+
+template <class T>
+void allFor() {
+  if (wanted("convert")) convertTest<T>();
+  if (wanted("layerNorm")) {
+    layerNormTest<T>(1, 48, 48);
+    layerNormTest<T>(7, 130, 130);
+    layerNormTest<T>(9, 33, 5 * 33);  // the head's class-token rows: one row per image of 5 tokens
+    layerNormTest<T>(3, 200, 200);
+  }
+  if (wanted("linear")) linearTests<T>();
+  if (wanted("attention")) attentionTests<T>();
+  if (wanted("patch")) {
+    patchTest<T>(2, 3, 3, 2, 4, 24);
+    patchTest<T>(1, 1, 2, 5, 3, 13);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // One type per run keeps each process short: "f32", "f16", "bf16" or "topk" (default all),
+  // optionally one op of it.
+  const std::string only = argc > 1 ? argv[1] : "";
+  opFilter = argc > 2 ? argv[2] : "";
+  return harness::main([&] {
+    if (only.empty() || only == "f32") allFor<float>();
+    if (only.empty() || only == "f16") allFor<__half>();
+    if (only.empty() || only == "bf16") allFor<__nv_bfloat16>();
+    if (only.empty() || only == "topk") {
+      topkTest({2, 40, 3, 12, 20, true, TopkCase::Random, false, 0});
+      topkTest({1, 5, 2, 8, 1, true, TopkCase::Random, true, 0});
+      topkTest({3, 70, 2, 16, 35, false, TopkCase::Ties, true, 0});
+      topkTest({4, 33, 3, 16, 16, true, TopkCase::Ties, false, 0});
+      topkTest({2, 40, 2, 13, 30, true, TopkCase::NaNs, false, 0});  // C = 13: the scalar copy
+      topkTest({2, 40, 2, 16, 10, false, TopkCase::Zeros, false, 1});  // x 4 bytes off: the scalar copy
+      topkTest({1, 257, 1, 8, 100, true, TopkCase::Random, true, 0});  // 256 keys: the whole bitonic network
+      topkTest({1, 2, 1, 4, 1, true, TopkCase::Random, false, 0});
+    }
+  });
+}

@@ -1,0 +1,191 @@
+// Float64 references for the kernel tests, written from the ops' definitions (nested loops,
+// no tiling), each returning a per-element scale (the sum of |terms|) so tolerances read
+// |got - want| <= atol + rtol · scale; and a round-to-nearest-even by search for the 16-bit
+// formats, independent of the emulator's conversion code.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace reference {
+
+struct Result {
+  std::vector<double> out, scale;
+};
+
+inline double gelu(double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); }
+constexpr double kGeluMaxSlope = 1.13;  // max |gelu'(x)|, at x = √2: Φ(√2) + √2·φ(√2) ≈ 1.1289
+
+inline Result layerNorm(const std::vector<float>& x, long rowStride, int rows, int C, const std::vector<float>& w,
+                        const std::vector<float>& b, double eps) {
+  Result r{std::vector<double>((size_t)rows * C), std::vector<double>((size_t)rows * C)};
+  for (int i = 0; i < rows; ++i) {
+    const float* xr = x.data() + (size_t)i * rowStride;
+    double mean = 0, var = 0;
+    for (int c = 0; c < C; ++c) mean += xr[c];
+    mean /= C;
+    for (int c = 0; c < C; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+    const double inv = 1.0 / std::sqrt(var / C + eps);
+    for (int c = 0; c < C; ++c) {
+      const double n = (xr[c] - mean) * inv * w[c];
+      r.out[(size_t)i * C + c] = n + b[c];
+      r.scale[(size_t)i * C + c] = std::fabs(n) + std::fabs(b[c]);
+    }
+  }
+  return r;
+}
+
+enum class Ep { Bias, Gelu, Residual, Float };
+
+inline Result linear(const std::vector<double>& x, int M, int K, const std::vector<double>& W,
+                     const std::vector<float>& b, int N, Ep ep, const std::vector<float>& residual) {
+  Result r{std::vector<double>((size_t)M * N), std::vector<double>((size_t)M * N)};
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = b[n], abs = std::fabs(b[n]);
+      for (int k = 0; k < K; ++k) {
+        const double t = x[(size_t)m * K + k] * W[(size_t)n * K + k];
+        acc += t;
+        abs += std::fabs(t);
+      }
+      const size_t i = (size_t)m * N + n;
+      if (ep == Ep::Gelu) {
+        r.out[i] = gelu(acc);
+        r.scale[i] = kGeluMaxSlope * abs;
+      } else if (ep == Ep::Residual) {
+        r.out[i] = residual[i] + acc;
+        r.scale[i] = std::fabs(residual[i]) + abs;
+      } else {
+        r.out[i] = acc;
+        r.scale[i] = abs;
+      }
+    }
+  return r;
+}
+
+// qkv [B, N, 3C] (q | k | v, head h at columns h·d ..): out [B, N, C]; probs [B, H, N] = row 0.
+struct Attention {
+  Result out;
+  std::vector<double> probs;
+};
+inline Attention attention(const std::vector<double>& qkv, int B, int N, int H, int d) {
+  const int C = H * d;
+  const size_t ld = 3 * (size_t)C;
+  Attention a{{std::vector<double>((size_t)B * N * C), std::vector<double>((size_t)B * N * C)},
+              std::vector<double>((size_t)B * H * N)};
+  std::vector<double> p(N);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < N; ++i) {
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < N; ++j) {
+          double dot = 0;
+          for (int e = 0; e < d; ++e)
+            dot += qkv[((size_t)b * N + i) * ld + h * d + e] * qkv[((size_t)b * N + j) * ld + C + h * d + e];
+          p[j] = dot / std::sqrt((double)d);
+          mx = std::max(mx, p[j]);
+        }
+        for (int j = 0; j < N; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (int j = 0; j < N; ++j) p[j] /= sum;
+        if (i == 0)
+          for (int j = 0; j < N; ++j) a.probs[((size_t)b * H + h) * N + j] = p[j];
+        for (int e = 0; e < d; ++e) {
+          double acc = 0, abs = 0;
+          for (int j = 0; j < N; ++j) {
+            const double t = p[j] * qkv[((size_t)b * N + j) * ld + 2 * C + h * d + e];
+            acc += t;
+            abs += std::fabs(t);
+          }
+          a.out.out[((size_t)b * N + i) * C + h * d + e] = acc;
+          a.out.scale[((size_t)b * N + i) * C + h * d + e] = abs;
+        }
+      }
+  return a;
+}
+
+// The k best of scores [M]: descending, ties to the lower index, NaN below everything, -0 == +0.
+inline std::vector<int> topk(const float* s, int M, int k) {
+  std::vector<int> order(M);
+  for (int j = 0; j < M; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int c) {
+    const bool na = std::isnan(s[a]), nc = std::isnan(s[c]);
+    if (na != nc) return nc;
+    if (na) return false;
+    return s[a] > s[c];  // -0 > +0 is false both ways: a tie, kept in index order
+  });
+  order.resize(k);
+  return order;
+}
+
+// Round-to-nearest-even by searching all finite values of the format.
+struct Format {
+  std::vector<std::pair<double, uint16_t>> values;
+  double overflow = 0;
+  uint16_t inf = 0;
+};
+template <class Decode>
+Format format(Decode decode, uint16_t inf) {
+  Format f;
+  for (uint32_t bits = 0; bits < 0x8000; ++bits) {
+    const float v = decode((uint16_t)bits);
+    if (std::isfinite(v)) f.values.push_back({(double)v, (uint16_t)bits});
+  }
+  std::sort(f.values.begin(), f.values.end());
+  const double max = f.values.back().first, prev = f.values[f.values.size() - 2].first;
+  f.overflow = max + (max - prev) / 2;
+  f.inf = inf;
+  return f;
+}
+inline uint16_t roundBySearch(const Format& f, float x) {
+  if (std::isnan(x)) return 0x7FFF;
+  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+  const double a = std::fabs((double)x);
+  if (a >= f.overflow) return sign | f.inf;
+  auto hi = std::lower_bound(f.values.begin(), f.values.end(), std::make_pair(a, (uint16_t)0));
+  if (hi == f.values.end()) return sign | f.values.back().second;
+  if (hi->first == a) return sign | hi->second;
+  auto lo = hi - 1;
+  const double dl = a - lo->first, dh = hi->first - a;
+  return sign | (dl < dh ? lo->second : dh < dl ? hi->second : (lo->second & 1) ? hi->second : lo->second);
+}
+
+// Worst violation of |got - want| <= atol + rtol · scale; NaN counts as a violation.
+struct Comparison {
+  bool ok = true;
+  size_t at = 0;
+  double got = 0, want = 0, maxErr = 0;
+  std::string str() const {
+    return ok ? "max |err| " + std::to_string(maxErr)
+              : "worst at " + std::to_string(at) + ": got " + std::to_string(got) + ", want " + std::to_string(want);
+  }
+};
+template <class G>
+Comparison compare(const std::vector<G>& got, const std::vector<double>& want, const std::vector<double>* scale,
+                   double atol, double rtol) {
+  Comparison c;
+  if (got.size() != want.size()) {
+    c.ok = false;
+    return c;
+  }
+  double worst = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = (double)got[i], err = std::fabs(g - want[i]);
+    const double tol = atol + rtol * (scale ? (*scale)[i] : std::fabs(want[i]));
+    if (!(err <= tol) && (std::isnan(err) || err - tol > worst)) {
+      worst = std::isnan(err) ? INFINITY : err - tol;
+      c.ok = false;
+      c.at = i;
+      c.got = g;
+      c.want = want[i];
+    }
+    if (err > c.maxErr) c.maxErr = err;
+  }
+  return c;
+}
+
+}  // namespace reference
