@@ -90,6 +90,8 @@ const float* HostWeights::tensor(const std::string& name) const {
   return it->second;
 }
 
+float* HostWeights::mutableTensor(const std::string& name) { return const_cast<float*>(tensor(name)); }
+
 const WeightViews& HostWeights::views() const {
   if (!deit_) throw std::logic_error("views() are the DeiT family's; these weights were built from a spec list");
   return views_;

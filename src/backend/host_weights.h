@@ -44,6 +44,9 @@ class HostWeights {
   // The copy of the spec list's tensor `name` (64-byte aligned); throws std::out_of_range for a
   // name not in the list.
   const float* tensor(const std::string& name) const;
+  // The same, writable: for a backend that relays a tensor out in place while it prepares the
+  // model from weights it alone holds (no second copy of them).
+  float* mutableTensor(const std::string& name);
   // The DeiT views; throws std::logic_error when built from a spec list rather than a ModelConfig.
   const WeightViews& views() const;
   size_t bytes() const { return floats_ * sizeof(float); }

@@ -58,7 +58,7 @@ void gelu(float* x, long n);
 enum class ImageLayout { NCHW, NHWC };
 
 // Wp [Cout, k, k, Cin] = W [Cout, Cin, k, k] (torch layout) permuted once at load, so conv2d's
-// im2col copies whole channel runs of an NHWC image.
+// im2col copies whole channel runs of an NHWC image. Wp must not alias W.
 void convWeightToHwc(float* Wp, const float* W, int Cout, int Cin, int k);
 
 // out [B, Ho, Wo, Cout] (NHWC) = conv(x, Wp) + b, then ReLU with Epilogue::BiasRelu (Bias or
@@ -70,6 +70,7 @@ void conv2d(float* out, const float* x, ImageLayout layout, const float* Wp, con
             int Cin, int Cout, int k, int stride, int pad, Epilogue ep);
 
 // Wt [9, C] = W [C, 1, 3, 3] (torch depthwise layout), tap-major so channels are contiguous.
+// Wt must not alias W.
 void depthwiseWeightToTaps(float* Wt, const float* W, int C);
 
 // out[p] = add[p] + b + Σ_taps Wt[tap]·x[p + tap] per channel, then GELU when `gelu`: the 3×3

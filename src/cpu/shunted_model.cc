@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ops.h"
 #include "thread_pool.h"
@@ -60,38 +61,27 @@ size_t totalFloats(const std::vector<size_t>& sizes, size_t images) {
 
 }  // namespace
 
-CpuShuntedModel::CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<const HostWeights> weights)
-    : cfg_(cfg), stemGrid_(shuntedStemGrid(cfg)), grids_(shuntedStageGrids(cfg)), weights_(std::move(weights)) {
-  bindWeights();  // counts the floats of the relaid-out copies
-  layouts_ = PageBuffer(layoutUsed_ * sizeof(float));
-  bindWeights();
-  bufferFloats_ = bufferSizes(cfg_, stemGrid_, grids_);
-}
-
-float* CpuShuntedModel::relayout(size_t floats) {
-  float* p = layouts_.bytes() ? layouts_.as<float>() + layoutUsed_ : nullptr;
-  layoutUsed_ += round16(floats);
-  assert(!p || layoutUsed_ * sizeof(float) <= layouts_.bytes());
-  return p;
-}
-
-void CpuShuntedModel::bindWeights() {
-  const HostWeights& w = *weights_;
-  layoutUsed_ = 0;
-  stem_.clear();
-  blocks_.assign(kShuntedStages, {});
+CpuShuntedModel::CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<HostWeights> weights)
+    : cfg_(cfg), stemGrid_(shuntedStemGrid(cfg)), grids_(shuntedStageGrids(cfg)) {
+  HostWeights& w = *weights;
   auto affine = [&](const std::string& name) { return Affine{w.tensor(name + ".weight"), w.tensor(name + ".bias")}; };
-  auto conv = [&](const std::string& name, int cout, int cin, int k) {
-    float* p = relayout((size_t)cout * cin * k * k);
-    if (p) convWeightToHwc(p, w.tensor(name + ".weight"), cout, cin, k);
+  // Each conv's and depthwise conv's weight permuted in place, through one scratch copy.
+  std::vector<float> scratch;
+  auto relaid = [&](const std::string& name, size_t n, auto permute) {
+    float* p = w.mutableTensor(name + ".weight");
+    scratch.assign(p, p + n);
+    permute(p, scratch.data());
     return Affine{p, w.tensor(name + ".bias")};
+  };
+  auto conv = [&](const std::string& name, int cout, int cin, int k) {
+    return relaid(name, (size_t)cout * cin * k * k,
+                  [&](float* dst, const float* src) { convWeightToHwc(dst, src, cout, cin, k); });
   };
   auto depthwise = [&](const std::string& name, int C) {
-    float* p = relayout((size_t)9 * C);
-    if (p) depthwiseWeightToTaps(p, w.tensor(name + ".weight"), C);
-    return Affine{p, w.tensor(name + ".bias")};
+    return relaid(name, (size_t)9 * C, [&](float* dst, const float* src) { depthwiseWeightToTaps(dst, src, C); });
   };
 
+  blocks_.resize(kShuntedStages);
   const int S = cfg_.stemWidth;
   stem_.push_back(conv("patch_embed1.conv.0", S, cfg_.inChans, 7));
   for (int j = 0; j < cfg_.numConv; ++j) stem_.push_back(conv("patch_embed1.conv." + std::to_string(3 + 3 * j), S, S, 3));
@@ -132,6 +122,8 @@ void CpuShuntedModel::bindWeights() {
     stageNorm_[s] = affine("norm" + n);
   }
   head_ = affine("head");
+  bufferFloats_ = bufferSizes(cfg_, stemGrid_, grids_);
+  weights_ = std::move(weights);
 }
 
 std::vector<int> CpuShuntedModel::validatePlan(const std::vector<BlockPlan>& plan) const {

@@ -17,8 +17,9 @@ namespace evit::cpu {
 
 class CpuShuntedModel : public PreparedModel {
  public:
-  // cfg has passed validateShuntedConfig; weights hold shuntedTensorSpecs(cfg).
-  CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<const HostWeights> weights);
+  // cfg has passed validateShuntedConfig; weights hold shuntedTensorSpecs(cfg) and are this model's
+  // alone: the conv and depthwise weights are relaid out in them, in place.
+  CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<HostWeights> weights);
   InputShape input() const override { return {cfg_.inChans, cfg_.imgH, cfg_.imgW}; }
   int numClasses() const override { return cfg_.numClasses; }
   int planLength() const override { return 0; }
@@ -41,18 +42,12 @@ class CpuShuntedModel : public PreparedModel {
   // Images [first, first + count) of the request, logits written into `out` at their place.
   void runChunk(const ForwardRequest& req, int first, int count, ForwardResult& out);
   float* arena(size_t floats);
-  // Finds every tensor and fills the layers' views; relays out the conv and depthwise weights
-  // into layouts_ once it is allocated, and only counts their floats (layoutUsed_) before.
-  void bindWeights();
-  // Room for the model's own copy of a tensor in another layout; null while counting.
-  float* relayout(size_t floats);
 
   ShuntedConfig cfg_;
   StageGrid stemGrid_;
   std::array<StageGrid, kShuntedStages> grids_;
+  // Conv weights relaid out as [Cout, k, k, Cin], depthwise weights as [9, C].
   std::shared_ptr<const HostWeights> weights_;
-  PageBuffer layouts_;  // conv weights as [Cout, k, k, Cin], depthwise weights as [9, C]
-  size_t layoutUsed_ = 0;
   std::vector<Affine> stem_;  // the 7×7 conv, numConv 3×3 convs, the 2×2 conv
   Affine stemNorm_;
   std::array<Affine, kShuntedStages> patch_, patchNorm_, stageNorm_;  // patch_[0] unused
