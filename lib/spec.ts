@@ -132,8 +132,10 @@ function describeShunted(checkpoint: Checkpoint, card: ModelCard | null): Return
       return { architecture: { ...a, imgSize: 224 }, variant: SHUNTED_VARIANT };
     } catch (e) {
       if (!(e instanceof OptionsError)) throw e;
-      // Heads cannot be told from the tensors: two heads per stage (divide every even width) infer the rest.
-      const a = inferShuntedArchitecture(checkpoint.tensors, { numHeads: [2, 2, 2, 2] });
+      // Heads cannot be told from the tensors: the fewest a stage allows (2 where they split in
+      // two groups, which needs an even width, else 1) infer the rest.
+      const split = (s: number): boolean => checkpoint.tensors.has(`block${s}.0.attn.sr1.weight`);
+      const a = inferShuntedArchitecture(checkpoint.tensors, { numHeads: [1, 2, 3, 4].map((s) => (split(s) ? 2 : 1)) });
       return { architecture: { ...a, numHeads: null, headDims: null, arch: null, imgSize: 224 }, variant: SHUNTED_VARIANT };
     }
   } catch (e) {
