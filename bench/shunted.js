@@ -3,7 +3,7 @@
 /**
  * Shunted Transformer against DeiT-S on the CPU backend, in one run (issue 16).
  *
- *   node bench/shunted.js            (needs `npm run build` first)
+ *   npm run bench:shunted            (needs `npm run build` first)
  *   node bench/shunted.js --quick    (a few runs, for smoke tests; writes bench/results/shunted-quick.*)
  *
  * Writes Shunted-T and Shunted-S checkpoints with seeded random weights (the released shapes and
