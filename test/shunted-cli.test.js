@@ -92,6 +92,13 @@ test('visualize refuses: there are no dropped patches to draw', (t) => {
   t.end();
 });
 
+test('serve --adaptive refuses a Shunted model: there is no keep rate to lower', (t) => {
+  const r = spawnSync(process.execPath, [cli, 'serve', '--weights', shuntedFixture(c0.files['pth-model']), '--num-heads', heads(c0),
+    '--img-size', '64', '--port', '0', '--adaptive'], { encoding: 'utf8', timeout: 60_000 });
+  t.ok(r.status !== 0 && /keepRate 0\.9: a Shunted Transformer drops no tokens/.test(r.stderr), `exit ${r.status}: ${r.stderr.trim().split('\n').pop()}`);
+  t.end();
+});
+
 test('serve: a Shunted model answers /v1/classify and the v2 protocol, then drains on SIGTERM', async (t) => {
   const child = spawn(process.execPath, [cli, 'serve', '--weights', shuntedFixture(c0.files['pth-model']), '--num-heads', heads(c0),
     '--img-size', '64', '--model-name', 'shunted', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
