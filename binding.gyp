@@ -9,9 +9,11 @@
         "src/binding/forward_worker.cc",
         "src/backend/host_weights.cc",
         "src/backend/plan.cc",
+        "src/backend/shunted.cc",
         "src/backend/no_cuda.cc",
         "src/cpu/thread_pool.cc",
         "src/cpu/cpu_model.cc",
+        "src/cpu/shunted_model.cc",
         "src/cpu/layer_norm.cc",
         "src/cpu/linear.cc",
         "src/cpu/gelu.cc",
@@ -22,6 +24,10 @@
         "src/cpu/topk.cc",
         "src/cpu/gather_fuse.cc",
         "src/cpu/patch_embed.cc",
+        "src/cpu/conv2d.cc",
+        "src/cpu/depthwise_conv.cc",
+        "src/cpu/group_attention.cc",
+        "src/cpu/token_mean.cc",
         "src/cpu/vec_math.cc"
       ],
       "include_dirs": [

@@ -3,6 +3,7 @@
  */
 export { loadModel, Model } from './model';
 export type { LoadOptions, Tensor4D, ForwardOptions, ForwardProfile, ForwardOutput, KeptTokens, Classification, ClassifyOptions, TopClass } from './model';
+export type { ShuntedForwardProfile, ShuntedBlockOp } from './model';
 export { keepSchedule, DEFAULT_DROP_LOC, DEFAULT_KEEP_RATE } from './schedule';
 export type { Schedule, ScheduleOptions } from './schedule';
 export { EvitError, WeightsError, OptionsError, InputError, DisposedError, NativeError } from './errors';
@@ -25,6 +26,8 @@ export type { QueueConnection } from './serve/connection';
 export type { ServingMetrics, ServingMetricsOptions } from './serve/metrics';
 export { NAMED_ARCHS } from './weights/architecture';
 export type { Architecture } from './weights/architecture';
+export { SHUNTED_ARCHS, isShuntedCheckpoint, validShuntedInputSize } from './weights/shunted';
+export type { ShuntedArchitecture } from './weights/shunted';
 export { readSafetensors, parseSafetensors, serializeSafetensors } from './weights/safetensors';
 export { readCheckpoint, parseCheckpoint } from './weights/checkpoint';
 export type { Checkpoint, CheckpointFormat } from './weights/checkpoint';

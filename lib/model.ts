@@ -2,13 +2,13 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
+import { DeviceError, DisposedError, InputError, OptionsError, WeightsError } from './errors';
 import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
 import { preprocessBatch, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
-import { readCardFor, resolveModelSpec, type ModelSpec } from './spec';
+import { checkNoDropSchedule, readCardFor, resolveModelSpec, type ModelSpec, type ShuntedModelSpec } from './spec';
 import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from './tensor';
 import { classifications, inputName, type Classification } from './classification';
 import { intUpTo, positiveInt } from './validate';
@@ -16,16 +16,26 @@ import { requiredTensors, type Architecture } from './weights/architecture';
 import { resizePosEmbed } from './weights/posEmbed';
 import { BUNDLED_MODEL } from './bundled';
 import { readCheckpoint } from './weights/checkpoint';
+import {
+  requiredShuntedTensors, shuntedNativeConfig, shuntedNativeTensors, shuntedStageGrids, type ShuntedArchitecture,
+} from './weights/shunted';
 
 export type { Tensor4D } from './tensor';
 export type { Classification, TopClass } from './classification';
 
 export interface LoadOptions extends ScheduleOptions {
-  /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224'. */
+  /** Named architecture (supplies the head count), e.g. 'deit_small_patch16_224' or 'shunted_t'. */
   arch?: string;
-  /** Attention heads, when the checkpoint matches no named architecture. */
-  numHeads?: number;
-  /** Input side in pixels; the position embedding is resized to it (bicubic). Default: the checkpoint's. */
+  /**
+   * Attention heads, when the checkpoint matches no named architecture: one count for DeiT, one per
+   * stage for a Shunted Transformer (e.g. [2, 4, 8, 16]).
+   */
+  numHeads?: number | readonly number[];
+  /**
+   * Input side in pixels. DeiT: the position embedding is resized to it (bicubic); default the
+   * checkpoint's. Shunted Transformer: every stage's token grid must be divisible by its sr ratio
+   * (224, 256, ...); default 224.
+   */
   imgSize?: number;
   /**
    * Backend: 'cpu', 'cuda' (DeviceError when CUDA cannot run here), or 'auto' (CUDA when a usable
@@ -74,6 +84,23 @@ export interface ForwardProfile {
   blocks: Array<{ block: number; tokens: number } & Record<BlockOp, number>>;
 }
 
+/**
+ * The per-block ops of a Shunted Transformer's profile (backendInfo().profileSlots.shunted.block):
+ * `kv` is the sr convolutions with their LayerNorm and GELU, the kv GEMMs and the local convolutions;
+ * `dwconv` is the MLP's depthwise convolution with its add and GELU.
+ */
+export type ShuntedBlockOp = 'norm1' | 'q' | 'kv' | 'attention' | 'proj' | 'norm2' | 'fc1' | 'dwconv' | 'fc2';
+
+/** A Shunted Transformer's profile: `stem` and `patchEmbed` (stages 2-4), stage norms, head; blocks of every stage in order. */
+export interface ShuntedForwardProfile {
+  family: 'shunted';
+  stem: number;
+  patchEmbed: number;
+  stageNorm: number;
+  head: number;
+  blocks: Array<{ block: number; stage: number; tokens: number } & Record<ShuntedBlockOp, number>>;
+}
+
 export interface ForwardOutput {
   /** [batch, classes] row-major. */
   logits: Float32Array;
@@ -81,8 +108,8 @@ export interface ForwardOutput {
   kept: KeptTokens[];
   /** The schedule this batch ran with. */
   schedule: Schedule;
-  /** With `profile: true`. */
-  profile?: ForwardProfile;
+  /** With `profile: true`: a ForwardProfile for DeiT, a ShuntedForwardProfile (family 'shunted') for a Shunted model. */
+  profile?: ForwardProfile | ShuntedForwardProfile;
 }
 
 export interface ClassifyOptions extends ScheduleOptions {
@@ -91,7 +118,9 @@ export interface ClassifyOptions extends ScheduleOptions {
 }
 
 export class Model {
-  readonly architecture: Architecture;
+  /** 'deit' (DeiT/EViT, DeiT III) or 'shunted' (Shunted Transformer), told by the checkpoint's tensor names. */
+  readonly family: 'deit' | 'shunted';
+  readonly architecture: Architecture | ShuntedArchitecture;
   readonly imgSize: number;
   readonly schedule: Schedule;
   readonly labels: readonly string[] | null;
@@ -103,10 +132,12 @@ export class Model {
   #imageShape: ImageShape;
 
   /** @internal use loadModel() */
-  constructor(native: NativeModel, spec: Pick<ModelSpec, 'architecture' | 'imgSize' | 'schedule' | 'preprocess' | 'labels'>,
+  constructor(native: NativeModel,
+    spec: Pick<ModelSpec, 'architecture' | 'imgSize' | 'schedule' | 'preprocess' | 'labels'> | Pick<ShuntedModelSpec, 'family' | 'architecture' | 'imgSize' | 'schedule' | 'preprocess' | 'labels'>,
     backendReason: string | null = null) {
     this.#native = native;
     this.backendReason = backendReason;
+    this.family = 'family' in spec ? spec.family : 'deit';
     this.architecture = spec.architecture;
     this.imgSize = spec.imgSize;
     this.#scheduleOptions = spec.schedule;
@@ -130,18 +161,30 @@ export class Model {
     return this.#native === null;
   }
 
+  /** Image tokens entering the first block (a Shunted Transformer: its first stage's grid). */
   get numPatches(): number {
-    const g = this.imgSize / this.architecture.patchSize;
+    if (this.#shunted()) {
+      const [h, w] = shuntedStageGrids(this.imgSize)[0]!;
+      return h * w;
+    }
+    const g = this.imgSize / (this.architecture as Architecture).patchSize;
     return g * g;
   }
 
-  /** The schedule a call with these overrides would run (defaults from loadModel). */
+  /**
+   * The schedule a call with these overrides would run (defaults from loadModel). A Shunted
+   * Transformer drops nothing: its schedule is empty, and overrides that would drop are refused.
+   */
   scheduleFor(overrides: ScheduleOptions): Schedule {
+    if (this.#shunted()) {
+      checkNoDropSchedule(overrides ?? {}, '');
+      return keepSchedule(0, this.numPatches, { keepRate: 1, dropLoc: [], fuse: overrides?.fuse ?? this.#scheduleOptions.fuse });
+    }
     const o = { ...this.#scheduleOptions };
     if (overrides.keepCounts !== undefined) delete o.keepRate;
     if (overrides.keepRate !== undefined) delete o.keepCounts;
     for (const [k, v] of Object.entries(overrides)) if (v !== undefined) (o as Record<string, unknown>)[k] = v;
-    return keepSchedule(this.architecture.depth, this.numPatches, o);
+    return keepSchedule((this.architecture as Architecture).depth, this.numPatches, o);
   }
 
   /**
@@ -168,7 +211,8 @@ export class Model {
     };
   }
 
-  #profile(raw: Float64Array, schedule: Schedule): ForwardProfile {
+  #profile(raw: Float64Array, schedule: Schedule): ForwardProfile | ShuntedForwardProfile {
+    if (this.#shunted()) return this.#shuntedProfile(raw);
     const slots = profileSlots();
     const out: Record<string, unknown> = {};
     slots.model.forEach((slot, i) => {
@@ -177,7 +221,7 @@ export class Model {
     const n = slots.block.length;
     const blocks = [];
     let tokens = this.numPatches;
-    for (let b = 0; b < this.architecture.depth; b++) {
+    for (let b = 0; b < (this.architecture as Architecture).depth; b++) {
       const entry: Record<string, number> = { block: b, tokens };
       slots.block.forEach((slot, j) => {
         entry[slot] = raw[slots.model.length + b * n + j]!;
@@ -187,6 +231,34 @@ export class Model {
     }
     out.blocks = blocks;
     return out as unknown as ForwardProfile;
+  }
+
+  #shuntedProfile(raw: Float64Array): ShuntedForwardProfile {
+    const slots = profileSlots().shunted;
+    const a = this.architecture as ShuntedArchitecture;
+    const out: Record<string, unknown> = { family: 'shunted' };
+    slots.model.forEach((slot, i) => {
+      out[slot] = raw[i]!;
+    });
+    const grids = shuntedStageGrids(this.imgSize);
+    const n = slots.block.length;
+    const blocks = [];
+    let b = 0;
+    for (let s = 0; s < a.depths.length; s++) {
+      for (let j = 0; j < a.depths[s]!; j++, b++) {
+        const entry: Record<string, number> = { block: b, stage: s + 1, tokens: grids[s]![0] * grids[s]![1] };
+        slots.block.forEach((slot, k) => {
+          entry[slot] = raw[slots.model.length + b * n + k]!;
+        });
+        blocks.push(entry);
+      }
+    }
+    out.blocks = blocks;
+    return out as unknown as ShuntedForwardProfile;
+  }
+
+  #shunted(): boolean {
+    return this.family === 'shunted';
   }
 
   /**
@@ -280,7 +352,9 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
 
   const checkpoint = await readCheckpoint(path.resolve(file));
   const card = await readCardFor(file, options.card);
-  const spec = resolveModelSpec(checkpoint, card, options, file);
+  const resolved = resolveModelSpec(checkpoint, card, options, file);
+  if (resolved.family === 'shunted') return loadShunted(resolved, device, threads);
+  const spec = resolved;
   const { architecture: arch, grid } = spec;
   const { maxPatches } = nativeLimits();
   if (grid * grid > maxPatches)
@@ -317,13 +391,37 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
     record,
     device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
   ));
-  if (threads !== undefined) {
-    const inEffect = loadBinding().backendInfo().cpu.threads;
-    if (inEffect !== threads)
-      process.emitWarning(
-        `evit: threads: ${threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
-        { code: 'EVIT_THREADS_FIXED' },
-      );
-  }
+  warnIfThreadsFixed(threads);
   return new Model(native, spec, device.reason);
+}
+
+function warnIfThreadsFixed(threads: number | undefined): void {
+  if (threads === undefined) return;
+  const inEffect = loadBinding().backendInfo().cpu.threads;
+  if (inEffect !== threads)
+    process.emitWarning(
+      `evit: threads: ${threads} ignored; the CPU pool already runs ${inEffect} threads (fixed by the first model)`,
+      { code: 'EVIT_THREADS_FIXED' },
+    );
+}
+
+/** Why a Shunted model runs on the CPU backend even where CUDA is usable. */
+const SHUNTED_CPU_ONLY = 'the Shunted Transformer runs on the CPU backend only so far (its CUDA kernels are not written yet)';
+
+/** loadModel for a Shunted Transformer: stem BatchNorms folded (float64, once), then the CPU backend. */
+function loadShunted(spec: ShuntedModelSpec, device: ReturnType<typeof resolveDevice>, threads: number | undefined): Model {
+  const arch = spec.architecture;
+  if (device.requested === 'cuda')
+    throw new DeviceError(`${device.source === 'EVIT_DEVICE' ? 'EVIT_DEVICE=' : 'device: '}'cuda' was requested but ${SHUNTED_CPU_ONLY}; use 'cpu' or 'auto'`);
+  // Every tensor the forward pass reads, BatchNorm statistics included, checked before folding.
+  for (const name of requiredShuntedTensors(arch).keys()) {
+    const data = spec.tensors.get(name)!.data;
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new WeightsError(`tensor ${name} holds ${data[bad]} at element ${bad}; weights must be finite numbers`);
+  }
+  const record = shuntedNativeTensors(spec.tensors, arch);
+  const { Model: NativeModelClass } = loadBinding();
+  const native = callNative(() => new NativeModelClass(shuntedNativeConfig(arch, spec.imgSize), record, { threads, device: 'cpu' }));
+  warnIfThreadsFixed(threads);
+  return new Model(native, spec, device.backend === 'cuda' ? SHUNTED_CPU_ONLY : device.reason);
 }

@@ -42,9 +42,14 @@ export interface PatchMasks {
 
 /** The patch grid of a model at its input size. */
 export function modelGrid(model: Pick<Model, 'imgSize' | 'architecture'>): [number, number] {
-  const g = model.imgSize / model.architecture.patchSize;
+  const a = model.architecture;
+  if (!('patchSize' in a)) throw new OptionsError(NOTHING_DROPPED);
+  const g = model.imgSize / a.patchSize;
   return [g, g];
 }
+
+/** A Shunted Transformer aggregates keys inside attention: there are no dropped patches to draw. */
+const NOTHING_DROPPED = 'visualize draws the patches an EViT model keeps, fuses and drops; a Shunted Transformer drops none';
 
 function checkGrid(grid: unknown): [number, number] {
   if (!Array.isArray(grid) || grid.length !== 2 || !grid.every((g) => Number.isSafeInteger(g) && g > 0))
@@ -284,6 +289,7 @@ export interface Visualization extends Rendering {
 /** Runs one image through the model and returns its per-block patch masks and their rendering. */
 export async function visualize(model: Model, image: string | Buffer, options: VisualizeOptions = {}): Promise<Visualization> {
   const { gap, scale, droppedColor, fusedColor, ...schedule } = options ?? {};
+  if (model.family === 'shunted') throw new OptionsError(NOTHING_DROPPED);
   const pre = model.preprocess;
   // Fail on a bad render option before the forward pass, not after it.
   checkRenderOptions({ gap, scale, droppedColor, fusedColor }, pre.imgSize);

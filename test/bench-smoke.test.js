@@ -132,13 +132,28 @@ test('bench/queue.js --quick: serve, one and two workers on a local Redis, with 
   t.end();
 });
 
+test('bench/shunted.js --quick: Shunted-T/S and DeiT-S in one run, with ratios and the per-op profile', (t) => {
+  const r = spawnSync(process.execPath, [path.join(root, 'bench', 'shunted.js'), '--quick'], { encoding: 'utf8', timeout: 180_000 });
+  t.equal(r.status, 0, r.stderr.split('\n').slice(-3).join(' | '));
+  const md = fs.readFileSync(path.join(root, 'bench', 'results', 'shunted-quick.md'), 'utf8');
+  const rows = tableAfter(md, '| batch | model | GFLOP/img');
+  t.deepEqual(rows.map((x) => `${x[0]} ${x[1]}`), ['1', '8'].flatMap((b) => ['Shunted-T', 'Shunted-S', 'DeiT-S dense', 'DeiT-S keep 0.7 fused'].map((m) => `${b} ${m}`)), 'one row per batch and model');
+  t.deepEqual(rows.slice(0, 2).map((x) => x[2]), ['4.293', '9.986'], 'GFLOP/img from the reference MAC count (2.147 / 4.993 GMAC)');
+  for (const x of rows) t.ok(Number(x[5]) > 0 && Number(x[6]) > 0, `${x[0]} ${x[1]}: ${x[5]} img/s, ${x[6]} GFLOP/s`);
+  const profile = tableAfter(md, '| slot | batch 1 | batch 8');
+  const { shunted: slots } = require('../dist').backendInfo().profileSlots;
+  t.deepEqual(profile.map((x) => x[0]), [...slots.model, ...slots.block], 'every Shunted slot');
+  t.ok(profile.every((x) => Number(x[1]) >= 0 && Number(x[2]) >= 0), 'times per image at batch 1 and 8');
+  t.end();
+});
+
 test('quick runs leave docs/BENCHMARKS.md alone; the benchmarks are npm scripts of the repository, not an evit command', (t) => {
   t.equal(fs.existsSync(doc) ? fs.readFileSync(doc, 'utf8') : null, docBefore);
   const r = spawnSync(process.execPath, [cli, 'bench', 'attn'], { encoding: 'utf8' });
   t.equal(r.status, 2);
   t.match(r.stderr, /unknown command "bench"/);
   const scripts = require('../package.json').scripts;
-  for (const [name, file] of [['bench', 'forward.js'], ['bench:attn', 'attn.js'], ['bench:e2e', 'e2e.js'], ['bench:serve', 'serve.js'], ['bench:gpu', 'gpu.js']])
+  for (const [name, file] of [['bench', 'forward.js'], ['bench:attn', 'attn.js'], ['bench:e2e', 'e2e.js'], ['bench:serve', 'serve.js'], ['bench:gpu', 'gpu.js'], ['bench:shunted', 'shunted.js']])
     t.equal(scripts[name], `node bench/${file}`, `npm run ${name} runs bench/${file}`);
   t.end();
 });

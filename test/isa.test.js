@@ -1,6 +1,6 @@
 'use strict';
 // The CPU kernels have scalar, AVX2 and AVX-512 paths chosen at run time. Run the op and
-// parity tests again with the wider paths switched off, so each path is checked here.
+// parity tests (DeiT and Shunted) again with the wider paths switched off, so each path is checked here.
 const test = require('tape');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
@@ -15,7 +15,7 @@ for (const isa of ['avx2', 'scalar']) {
     const widest = require('../dist').backendInfo().cpu.simd;
     const expected = isa === 'scalar' || widest !== 'scalar' ? isa : 'scalar';
     t.equal(probe.stdout, expected, `kernels take the ${expected} path`);
-    for (const file of ['ops.test.js', 'parity.test.js']) {
+    for (const file of ['ops.test.js', 'parity.test.js', 'ops-shunted.test.js', 'shunted-native.test.js']) {
       const r = spawnSync(process.execPath, [path.join(__dirname, file)], {
         encoding: 'utf8',
         env: { ...process.env, EVIT_CPU_ISA: isa },

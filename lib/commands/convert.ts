@@ -9,8 +9,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { OptionsError, WeightsError } from '../errors';
-import { checkRecordedSchedule, describeArchitecture } from '../spec';
+import { checkNoDropSchedule, checkRecordedSchedule, describeArchitecture } from '../spec';
 import { namedArch } from '../weights/architecture';
+import { checkpointDefaults } from '../weights/metadata';
+import { namedShuntedArch } from '../weights/shunted';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
 import { serializeSafetensors, type DType, type TensorToWrite } from '../weights/safetensors';
 import { UsageError, num } from './args';
@@ -22,7 +24,8 @@ export const help = `convert options:
   --dtype f32|f16|bf16  dtype of every tensor written (default: as stored; F64 becomes F32)
   --key NAME            .pth: the top-level key holding the state dict (default: model, state_dict,
                         model_ema, else the top level)
-  --arch NAME           record the named architecture (supplies the head count at load)
+  --arch NAME           record the named architecture (supplies the head count at load):
+                        a DeiT arch, or shunted_t | shunted_s | shunted_b
   --keep-rate R         record the EViT keep rate the weights were trained with
   --drop-loc LIST       record the dropping blocks, 0-based, comma separated
   --fuse | --no-fuse    record whether the dropped tokens were fused
@@ -54,10 +57,13 @@ export function toSafetensors(ckpt: Checkpoint, source: string, options: Convert
   const metadata: Record<string, string> = { format: 'pt', ...ckpt.metadata, ...options.metadata };
   if (metadata.arch === undefined && stored.architecture.arch !== null) metadata.arch = stored.architecture.arch;
   // What is recorded must load: decided as loadModel decides, from the metadata written (no card beside OUT).
-  if (metadata.arch !== undefined && !namedArch(metadata.arch)) throw new OptionsError(`${source}: unknown arch "${metadata.arch}"`);
+  const shunted = stored.variant.variant === 'shunted';
+  if (metadata.arch !== undefined && !(shunted ? namedShuntedArch(metadata.arch) : namedArch(metadata.arch)))
+    throw new OptionsError(`${source}: unknown arch "${metadata.arch}"`);
   const recorded = describeArchitecture({ ...ckpt, metadata }, null);
   if (!recorded.architecture) throw new WeightsError(`${source}: not converted: ${recorded.error}`);
-  checkRecordedSchedule(metadata, recorded.architecture, source);
+  if ('embedDims' in recorded.architecture) checkNoDropSchedule(checkpointDefaults(metadata, source), `${source}: `);
+  else checkRecordedSchedule(metadata, recorded.architecture, source);
   const out = new Map<string, TensorToWrite>();
   for (const [name, t] of ckpt.tensors) {
     const dtype = outputDType(ckpt.dtypes.get(name), options.dtype);

@@ -1,13 +1,12 @@
 /** `evit inspect`: what a checkpoint holds, without loading it on a backend. */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { describeArchitecture, readCardFor, type InspectedArchitecture } from '../spec';
+import { describeArchitecture, readCardFor, type InspectedArchitecture, type InspectedShuntedArchitecture, type ModelVariant } from '../spec';
 import { readCheckpoint, type Checkpoint } from '../weights/checkpoint';
 import type { ModelCard } from '../weights/modelCard';
-import type { VariantInfo } from '../weights/deit3';
 import { UsageError } from './args';
 
-export type { InspectedArchitecture } from '../spec';
+export type { InspectedArchitecture, InspectedShuntedArchitecture } from '../spec';
 
 export const usage = `  evit inspect [--json] [--key NAME] FILE           describe a .safetensors or .pth checkpoint`;
 
@@ -22,11 +21,12 @@ export interface CheckpointReport {
   file: string;
   format: Checkpoint['format'];
   stateDictKey: string | null;
-  variant: VariantInfo['variant'];
-  layerScale: VariantInfo['layerScale'];
+  /** 'deit', 'deit3' or 'shunted' (Shunted Transformer). */
+  variant: ModelVariant['variant'];
+  layerScale: ModelVariant['layerScale'];
   posEmbedClassSlot: boolean;
   /** null when the tensors are not a model evit runs; `architectureError` says why. */
-  architecture: InspectedArchitecture | null;
+  architecture: InspectedArchitecture | InspectedShuntedArchitecture | null;
   architectureError?: string;
   tensors: number;
   parameters: number;
@@ -94,13 +94,20 @@ export function formatReport(r: CheckpointReport): string {
   row('file', `${r.file} (${where})`);
   const variant = r.variant === 'deit'
     ? 'DeiT'
+    : r.variant === 'shunted'
+    ? 'Shunted Transformer (drops no tokens: EViT schedules do not apply)'
     : `DeiT III (${[
         r.layerScale ? `LayerScale ${r.layerScale}` : null,
         r.posEmbedClassSlot ? null : 'position embedding without a class-token slot',
       ].filter((s) => s !== null).join(', ')})`;
   row('variant', variant);
   const a = r.architecture;
-  if (a) {
+  if (a && 'embedDims' in a) {
+    const heads = a.numHeads === null ? 'heads unknown (pass --num-heads or --arch when running it)' : `heads ${a.numHeads.join('/')}`;
+    row('architecture', `${a.arch ?? 'unnamed'}: embed ${a.embedDims.join('/')}, depths ${a.depths.join('/')}, ${heads}, ` +
+      `sr ratios ${a.srRatios.join('/')}, MLP ${a.mlpHidden.join('/')}, num_conv ${a.numConv}, ${a.numClasses} classes, ` +
+      `${a.inChans} channels (${a.imgSize} px as released; any size whose stage grids the sr ratios divide)`);
+  } else if (a) {
     const heads = a.numHeads === null ? 'heads unknown (pass --heads or --arch when running it)' : `${a.numHeads} heads`;
     row('architecture', `${a.arch ?? 'unnamed'}: embed ${a.embedDim}, depth ${a.depth}, ${heads}, patch ${a.patchSize}, ` +
       `grid ${a.gridSize[0]}x${a.gridSize[1]} (${a.imgSize} px), ${a.numClasses} classes, MLP ${a.mlpHidden}, ${a.inChans} channels`);

@@ -16,6 +16,7 @@ export const MODEL_OPTIONS = {
   card: { type: 'string' },
   arch: { type: 'string' },
   heads: { type: 'string' },
+  'num-heads': { type: 'string' },
   'keep-rate': { type: 'string' },
   'drop-loc': { type: 'string' },
   fuse: { type: 'boolean' },
@@ -30,8 +31,10 @@ export const MODEL_HELP = `  --weights FILE        checkpoint: safetensors or Py
                         Fashion-MNIST model (models/fashion-mnist)
   --card FILE           model card (config.json) with preprocessing, labels and schedule
                         (default: config.json beside the weights, when present)
-  --arch NAME           deit_tiny_patch16_224 | deit_small_patch16_224 | deit_base_patch16_224
+  --arch NAME           deit_tiny_patch16_224 | deit_small_patch16_224 | deit_base_patch16_224, or for a
+                        Shunted Transformer shunted_t | shunted_s | shunted_b
   --heads N             attention heads, when the checkpoint matches no named arch
+  --num-heads LIST      the same, one count per stage for a Shunted Transformer (e.g. 2,4,8,16)
   --keep-rate R         fraction of image tokens each dropping block keeps, in (0, 1] (default 0.7)
   --drop-loc LIST       dropping blocks, 0-based, comma separated (default 3,6,9)
   --fuse | --no-fuse    fuse dropped tokens into one (default --fuse)
@@ -46,6 +49,7 @@ export interface ModelArgs {
   card?: string;
   arch?: string;
   heads?: string;
+  'num-heads'?: string;
   'keep-rate'?: string;
   'drop-loc'?: string;
   fuse?: boolean;
@@ -64,10 +68,13 @@ export function numList(name: string, v: string | undefined): number[] | undefin
 /** Loads the model the options name (the bundled one without --weights); `defaults` fill what was not given. */
 export function loadModelFromArgs(values: ModelArgs, defaults: Partial<LoadOptions> = {}): Promise<Model> {
   if (values.weights === '') throw new UsageError('--weights needs a file');
+  if (values.heads !== undefined && values['num-heads'] !== undefined) throw new UsageError('pass --heads or --num-heads, not both');
+  const perStage = numList('num-heads', values['num-heads']);
   return loadModel(values.weights ?? BUNDLED_MODEL, {
     card: values.card,
     arch: values.arch,
-    numHeads: num('heads', values.heads),
+    // One count is DeiT's head count; a list is one per stage (Shunted).
+    numHeads: perStage === undefined ? num('heads', values.heads) : perStage.length === 1 ? perStage[0] : perStage,
     keepRate: num('keep-rate', values['keep-rate']),
     dropLoc: numList('drop-loc', values['drop-loc']),
     fuse: values.fuse,

@@ -26,7 +26,7 @@ export const help = `serve options:
   --threads N           CPU threads of the forward pass (default: one fewer than the cores, at least 1)
   --model-name NAME     the model's name in /v2/models/NAME (default: the checkpoint's file name)
   --log                 log every request (JSON lines on stdout)
-  Model options as for classify: --weights --card --arch --heads --keep-rate --drop-loc
+  Model options as for classify: --weights --card --arch --heads --num-heads --keep-rate --drop-loc
   --fuse/--no-fuse --img-size --labels --top
 
 It listens before the model has loaded: /v2/health/live answers at once, /v2/health/ready once the model

@@ -33,7 +33,7 @@ export const help = `worker options:
   --metrics-port N      serve GET /metrics, /v2/health/live and /v2/health/ready on this port (default: off)
   --metrics-host ADDR   address for --metrics-port (default 127.0.0.1)
   --threads N           CPU threads of the forward pass (default: one fewer than the cores, at least 1)
-  Model options as for classify: --weights --card --arch --heads --keep-rate --drop-loc
+  Model options as for classify: --weights --card --arch --heads --num-heads --keep-rate --drop-loc
   --fuse/--no-fuse --img-size --labels --top
 
 A job's data is {"image": base64} | {"npy": base64} | {"path": FILE} | {"url": URL}, with optional "top",

@@ -6,7 +6,9 @@
 import type { AddonInfo } from './loader';
 import type { NativeTesting } from './testing';
 
+/** A DeiT/EViT model (the family when `family` is absent). */
 export interface NativeConfig {
+  family?: 'deit';
   embedDim: number;
   depth: number;
   numHeads: number;
@@ -17,6 +19,34 @@ export interface NativeConfig {
   numClasses: number;
   mlpHidden: number;
   eps?: number;
+}
+
+/** One stage of a Shunted Transformer. */
+export interface NativeShuntedStage {
+  dim: number;
+  depth: number;
+  /** Even where srRatio > 1: the heads split in two groups. */
+  heads: number;
+  /** 1, or even (the groups aggregate keys at srRatio and srRatio / 2). */
+  srRatio: number;
+  mlpHidden: number;
+}
+
+/**
+ * A Shunted Transformer (tools/reference/SHUNTED.md): every stage's token grid must be divisible
+ * by its sr ratio. Its tensors are the authors' names with the stem BatchNorms folded into their
+ * convolutions; its forward() takes empty keep/fuse arrays and returns no kept tokens.
+ */
+export interface NativeShuntedConfig {
+  family: 'shunted';
+  stages: NativeShuntedStage[];
+  numConv: number;
+  inChans: number;
+  /** Channels of the stem convolutions; default 64. */
+  stemWidth?: number;
+  imgH: number;
+  imgW: number;
+  numClasses: number;
 }
 
 export interface NativeKept {
@@ -30,7 +60,7 @@ export interface NativeKept {
 export interface NativeForwardResult {
   logits: Float32Array;
   kept: NativeKept[];
-  /** With profile: ms per slot, backendInfo().profileSlots.model first, then .block for every block. */
+  /** With profile: ms per slot, backendInfo().profileSlots.model first, then .block for every block (.shunted's for a Shunted model). */
   profile?: Float64Array;
 }
 
@@ -85,6 +115,8 @@ export interface NativeLimits {
 export interface NativeProfileSlots {
   model: readonly string[];
   block: readonly string[];
+  /** A Shunted model's own slots (model, then block per block over all stages). */
+  shunted: { model: readonly string[]; block: readonly string[] };
 }
 
 /** What the addon itself reports (backendInfo() without the loader's `addon`). */
@@ -109,7 +141,7 @@ export interface BackendInfo extends NativeBackendInfo {
 }
 
 export interface NativeBinding {
-  Model: new (config: NativeConfig, tensors: Record<string, Float32Array>, options?: NativeModelOptions) => NativeModel;
+  Model: new (config: NativeConfig | NativeShuntedConfig, tensors: Record<string, Float32Array>, options?: NativeModelOptions) => NativeModel;
   backendInfo(): NativeBackendInfo;
   /** Single ops and host checks for tests and benchmarks: only in the test flavour of the addon. */
   testing?: NativeTesting;

@@ -15,7 +15,7 @@ export interface Checkpoint {
   tensors: TensorMap;
   /** Stored dtype of each tensor: F32, F16, BF16 (and F64 in .pth files). */
   dtypes: Map<string, string>;
-  /** Tensors present but not floating point (.pth only); the model never reads them. */
+  /** Tensors present but not floating point (any integer tensor of a .pth, BatchNorm counters of a safetensors file); the model never reads them. */
   skipped: Map<string, SkippedTensor>;
   /** safetensors `__metadata__`, or for .pth the schedule found in the training options. */
   metadata: Record<string, string>;
@@ -52,7 +52,7 @@ export async function parseCheckpoint(buf: Buffer, source = '<buffer>', options:
     return { format, tensors: p.tensors, dtypes: p.dtypes, skipped: p.skipped, metadata: p.metadata, stateDictKey: p.stateDictKey, fileBytes: buf.length };
   }
   const s = parseSafetensors(buf, source);
-  return { format, tensors: s.tensors, dtypes: s.dtypes, skipped: new Map(), metadata: s.metadata, stateDictKey: null, fileBytes: buf.length };
+  return { format, tensors: s.tensors, dtypes: s.dtypes, skipped: s.skipped, metadata: s.metadata, stateDictKey: null, fileBytes: buf.length };
 }
 
 /**

@@ -4,7 +4,7 @@
  * head count and default EViT schedule from it; explicit options override it.
  *
  * {
- *   "architecture": { "numHeads": 3, ... },            // other fields are informative
+ *   "architecture": { "numHeads": 3, ... },            // (a list per stage for a Shunted Transformer); other fields are informative
  *   "preprocess":   { "imgSize": 28, "resizeSize": 28, "cropPct": 1, "mean": [0.286], "std": [0.353],
  *                     "channels": 1, "interpolation": "bicubic" },
  *   "labels":       ["T-shirt/top", ...],
@@ -20,7 +20,8 @@ import { WeightsError } from '../errors';
 export interface ModelCard {
   /** The file it was read from. */
   file: string;
-  numHeads?: number;
+  /** DeiT: one count; Shunted Transformer: one per stage. */
+  numHeads?: number | number[];
   arch?: string;
   imgSize?: number;
   preprocess: { resizeSize?: number; cropPct?: number; mean?: number[]; std?: number[]; channels?: 1 | 3 };
@@ -81,7 +82,14 @@ export function parseModelCard(raw: unknown, file: string): ModelCard {
   const sched = section('schedule');
   const card: ModelCard = { file, preprocess: {}, schedule: {}, raw };
 
-  card.numHeads = posInt('architecture.numHeads', arch.numHeads);
+  if (Array.isArray(arch.numHeads)) {
+    const h = arch.numHeads;
+    card.numHeads = h.length > 0 && h.every((x) => Number.isSafeInteger(x) && (x as number) > 0)
+      ? (h as number[])
+      : bad('architecture.numHeads', 'a positive integer, or one per stage', h);
+  } else {
+    card.numHeads = posInt('architecture.numHeads', arch.numHeads);
+  }
   if (arch.name !== undefined) card.arch = typeof arch.name === 'string' ? arch.name : bad('architecture.name', 'a string', arch.name);
 
   card.imgSize = posInt('preprocess.imgSize', pre.imgSize);

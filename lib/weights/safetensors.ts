@@ -35,12 +35,20 @@ export interface TensorToWrite {
   data: Float32Array;
 }
 
+/** An integer tensor present in a file but not decoded (see COUNTER_ITEM_SIZE). */
+export interface SkippedSafetensor {
+  dtype: CounterDType;
+  shape: number[];
+}
+
 /** Result of parsing a safetensors file. */
 export interface ParsedSafetensors {
   /** Tensors decoded to float32, in header order. */
   tensors: TensorMap;
   /** The dtype each tensor was stored in. */
   dtypes: Map<string, DType>;
+  /** BatchNorm counters (`*.num_batches_tracked`), checked but not decoded: nothing reads them. */
+  skipped: Map<string, SkippedSafetensor>;
   /** The `__metadata__` string map ({} when absent). */
   metadata: Record<string, string>;
 }
@@ -53,11 +61,21 @@ const KNOWN_OTHER_DTYPES = new Set([
   'F8_E5M2', 'F8_E4M3', 'F8_E4M3FN', 'F8_E5M2FNUZ', 'F8_E4M3FNUZ', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2',
 ]);
 
+/**
+ * BatchNorm's `num_batches_tracked`, an integer scalar that checkpoints of models with BatchNorm
+ * (a Shunted Transformer's stem) carry after each BatchNorm, HF/timm conversions included.
+ * These, and only these, integer tensors are accepted; any other integer tensor is still an
+ * error, as a model would read it.
+ */
+type CounterDType = 'I64' | 'I32';
+const COUNTER_ITEM_SIZE: Record<CounterDType, number> = { I64: 8, I32: 4 };
+const COUNTER_NAME = /(?:^|\.)num_batches_tracked$/;
+
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 interface Entry {
   name: string;
-  dtype: DType;
+  dtype: DType | CounterDType;
   shape: number[];
   begin: number;
   end: number;
@@ -149,7 +167,8 @@ export function parseSafetensors(buf: Buffer | Uint8Array, source = '<buffer>'):
     }
     const dtype = e.dtype;
     if (typeof dtype !== 'string') fail(`${t}: dtype must be a string, got ${fmt(dtype)}`);
-    if (!(dtype === 'F32' || dtype === 'F16' || dtype === 'BF16')) {
+    const counter = COUNTER_NAME.test(name) && Object.prototype.hasOwnProperty.call(COUNTER_ITEM_SIZE, dtype as string);
+    if (!(dtype === 'F32' || dtype === 'F16' || dtype === 'BF16') && !counter) {
       const what = KNOWN_OTHER_DTYPES.has(dtype as string) ? 'unsupported dtype' : 'unknown dtype';
       fail(`${t} has ${what} ${dtype}; supported dtypes are ${SUPPORTED}`);
     }
@@ -175,12 +194,12 @@ export function parseSafetensors(buf: Buffer | Uint8Array, source = '<buffer>'):
     if (end > dataLen) {
       fail(`${t}: data_offsets [${begin}, ${end}] run past the end of the data section (${dataLen} bytes, file bytes ${dataStart}-${fileLen}); the file may be truncated`);
     }
-    const itemSize = ITEM_SIZE[dtype as DType];
+    const itemSize = counter ? COUNTER_ITEM_SIZE[dtype as CounterDType] : ITEM_SIZE[dtype as DType];
     const expectedBytes = numel * itemSize;
     if (end - begin !== expectedBytes) {
       fail(`${t}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but shape ${fmt(shape)} of ${dtype} needs ${numel} x ${itemSize} = ${expectedBytes} bytes`);
     }
-    entries.push({ name, dtype: dtype as DType, shape: (shape as number[]).slice(), begin, end });
+    entries.push({ name, dtype: dtype as DType | CounterDType, shape: (shape as number[]).slice(), begin, end });
   }
 
   // No two tensors may share a byte.
@@ -195,13 +214,18 @@ export function parseSafetensors(buf: Buffer | Uint8Array, source = '<buffer>'):
 
   const tensors: TensorMap = new Map();
   const dtypes = new Map<string, DType>();
+  const skipped = new Map<string, SkippedSafetensor>();
   for (const e of entries) {
+    if (e.dtype === 'I64' || e.dtype === 'I32') {
+      skipped.set(e.name, { dtype: e.dtype, shape: e.shape });
+      continue;
+    }
     const abs = dataStart + e.begin;
     const bytes = buf.subarray(abs, dataStart + e.end);
     tensors.set(e.name, { shape: e.shape, data: decode(bytes, e.dtype) });
     dtypes.set(e.name, e.dtype);
   }
-  return { tensors, dtypes, metadata };
+  return { tensors, dtypes, skipped, metadata };
 }
 
 /** Decodes little-endian stored elements to float32. */

@@ -9,9 +9,13 @@
  * arch or an explicit option. tools/reference/SHUNTED.md describes the model.
  */
 import { OptionsError, WeightsError } from '../errors';
+import { foldBatchNorm } from './batchNorm';
 import type { TensorMap } from './safetensors';
 
 export const SHUNTED_STAGES = 4;
+
+/** Largest input side the native backend takes for this family (src/backend/shunted.cc). */
+export const SHUNTED_MAX_IMG_SIZE = 4096;
 
 /** Per-stage values, stage 1 first. */
 export type StageTuple = [number, number, number, number];
@@ -452,4 +456,57 @@ function nearestValid(srRatios: readonly number[], side: number): number[] {
   for (let n = side - 1; n >= 1; n--) if (fits(n)) { out.push(n); break; }
   for (let n = side + 1; n <= side + 4096; n++) if (fits(n)) { out.push(n); break; }
   return out;
+}
+
+/** The stem's convolutions that a BatchNorm follows: index 0 and 3 + 3j, j < num_conv. */
+function stemBatchNormConvs(numConv: number): number[] {
+  return Array.from({ length: numConv + 1 }, (_, j) => (j === 0 ? 0 : 3 * j));
+}
+
+/**
+ * The tensors the native backend reads, by the authors' names, except that every stem BatchNorm
+ * is folded into the convolution before it (float64, rounded once): `patch_embed1.conv.{0,3,..}`
+ * arrive with a `.bias` and the BatchNorms are gone. `tensors` has passed inferShuntedArchitecture.
+ */
+export function shuntedNativeTensors(tensors: TensorMap, arch: ShuntedDims): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  const stem = /^patch_embed1\.conv\.(\d+)\./;
+  const lastConv = 3 + 3 * arch.numConv; // the 2×2 conv, the one stem conv without a BatchNorm
+  for (const name of requiredShuntedTensors(arch).keys()) {
+    const m = stem.exec(name);
+    if (m && Number(m[1]) !== lastConv) continue; // a BatchNorm, or the conv it is folded into below
+    out[name] = tensors.get(name)!.data;
+  }
+  for (const i of stemBatchNormConvs(arch.numConv)) {
+    const bn = (k: string): Float32Array => tensors.get(`patch_embed1.conv.${i + 1}.${k}`)!.data;
+    const folded = foldBatchNorm(tensors.get(`patch_embed1.conv.${i}.weight`)!, null, {
+      weight: bn('weight'), bias: bn('bias'), runningMean: bn('running_mean'), runningVar: bn('running_var'),
+    });
+    out[`patch_embed1.conv.${i}.weight`] = folded.weight.data;
+    out[`patch_embed1.conv.${i}.bias`] = folded.bias;
+  }
+  return out;
+}
+
+/** The binding's config of a Shunted model for inputs of imgSize × imgSize. */
+export function shuntedNativeConfig(a: ShuntedArchitecture, imgSize: number): {
+  family: 'shunted';
+  stages: Array<{ dim: number; depth: number; heads: number; srRatio: number; mlpHidden: number }>;
+  numConv: number;
+  inChans: number;
+  stemWidth: number;
+  imgH: number;
+  imgW: number;
+  numClasses: number;
+} {
+  return {
+    family: 'shunted',
+    stages: a.embedDims.map((dim, s) => ({ dim, depth: a.depths[s]!, heads: a.numHeads[s]!, srRatio: a.srRatios[s]!, mlpHidden: a.mlpHidden[s]! })),
+    numConv: a.numConv,
+    inChans: a.inChans,
+    stemWidth: a.stemWidth,
+    imgH: imgSize,
+    imgW: imgSize,
+    numClasses: a.numClasses,
+  };
 }

@@ -69,13 +69,13 @@ struct BlockPlan {
   bool fuse = false;
 };
 
-// A validated pass: 1 <= batch <= Limits::kMaxBatch, images of the config's shape owned by the
-// caller for the whole pass, and tokens = validatePlan(config, plan).
+// A validated pass: 1 <= batch <= Limits::kMaxBatch, images of the model's input() shape owned
+// by the caller for the whole pass, and tokens = model.validatePlan(plan).
 struct ForwardRequest {
-  const float* images = nullptr;  // [batch, inChans, imgH, imgW]
+  const float* images = nullptr;  // [batch, channels, height, width]
   int batch = 0;
-  std::vector<BlockPlan> plan;  // one per block
-  std::vector<int> tokens;      // N (class token included) entering each block, then the final N
+  std::vector<BlockPlan> plan;  // DeiT: one per block; empty for a family that drops nothing
+  std::vector<int> tokens;      // DeiT: N (class token included) entering each block, then the final N
   bool profile = false;         // record per-op wall times
 };
 
@@ -97,18 +97,15 @@ struct KeptTokens {
 struct ForwardResult {
   std::vector<float> logits;  // [batch, numClasses]
   std::vector<KeptTokens> kept;
-  // With req.profile: profileSize(depth) times, indexed by ModelSlot and profileSlot().
+  // With req.profile: DeiT: profileSize(depth) times, indexed by ModelSlot and profileSlot();
+  // another family: its own slots (shunted.h).
   std::vector<double> profile;
 };
 
-class PreparedModel {
- public:
-  virtual ~PreparedModel() = default;
-  virtual const ModelConfig& config() const = 0;
-  // Activation memory the backend holds between passes (host arena, or device arenas), in bytes.
-  virtual size_t activationBytes() const = 0;
-  // Runs a whole batch; called from a worker thread, never the JS thread.
-  virtual void forward(const ForwardRequest& req, ForwardResult& out) = 0;
+// One input image: channels × height × width floats, NCHW.
+struct InputShape {
+  int channels = 0, height = 0, width = 0;
+  size_t floats() const { return (size_t)channels * height * width; }
 };
 
 // The binding's checks of what JavaScript sends; both throw ArgumentError naming the problem.
@@ -117,5 +114,31 @@ void validateConfig(const ModelConfig& cfg);
 // Token counts the plan produces, checked against the config: N (class token included)
 // entering each block, plus the final count.
 std::vector<int> validatePlan(const ModelConfig& cfg, const std::vector<BlockPlan>& plan);
+
+// A model of any family, ready to run. What the binding needs to check a request (input(),
+// numClasses(), planLength(), validatePlan()) defaults to the DeiT/EViT family's config();
+// other families override all four and have no config().
+class PreparedModel {
+ public:
+  virtual ~PreparedModel() = default;
+  // The DeiT/EViT configuration; a model of another family throws std::logic_error.
+  virtual const ModelConfig& config() const;
+  virtual InputShape input() const {
+    const ModelConfig& c = config();
+    return {c.inChans, c.imgH(), c.imgW()};
+  }
+  virtual int numClasses() const { return config().numClasses; }
+  // Entries of a request's plan (keep/fuse): one per block that may drop tokens; 0 for a family
+  // that drops none.
+  virtual int planLength() const { return config().depth; }
+  // ForwardRequest::tokens for this plan, or ArgumentError naming what is wrong with it.
+  virtual std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const {
+    return evit::validatePlan(config(), plan);
+  }
+  // Activation memory the backend holds between passes (host arena, or device arenas), in bytes.
+  virtual size_t activationBytes() const = 0;
+  // Runs a whole batch; called from a worker thread, never the JS thread.
+  virtual void forward(const ForwardRequest& req, ForwardResult& out) = 0;
+};
 
 }  // namespace evit

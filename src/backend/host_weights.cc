@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <unordered_map>
+#include <stdexcept>
 
 namespace evit {
 
@@ -38,8 +38,7 @@ std::vector<TensorSpec> tensorSpecs(const ModelConfig& c) {
   return s;
 }
 
-HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(const std::string&)>& lookup) {
-  const auto specs = tensorSpecs(cfg);
+HostWeights::HostWeights(const std::vector<TensorSpec>& specs, const TensorLookup& lookup) {
   std::vector<HostTensor> src;
   src.reserve(specs.size());
   for (const auto& s : specs) {
@@ -60,26 +59,42 @@ HostWeights::HostWeights(const ModelConfig& cfg, const std::function<HostTensor(
   storage_ = PageBuffer(floats_ * sizeof(float));
   float* base = storage_.as<float>();
   for (size_t i = 0; i < specs.size(); ++i) std::memcpy(base + offsets[i], src[i].data, src[i].numel * sizeof(float));
+  for (size_t i = 0; i < specs.size(); ++i) byName_[specs[i].name] = base + offsets[i];
+}
 
-  std::unordered_map<std::string, const float*> at;
-  for (size_t i = 0; i < specs.size(); ++i) at[specs[i].name] = base + offsets[i];
-  views_.clsToken = at["cls_token"];
-  views_.posEmbed = at["pos_embed"];
-  views_.patchW = at["patch_embed.proj.weight"];
-  views_.patchB = at["patch_embed.proj.bias"];
+HostWeights::HostWeights(const ModelConfig& cfg, const TensorLookup& lookup) : HostWeights(tensorSpecs(cfg), lookup) {
+  deit_ = true;
+  auto at = [&](const std::string& name) { return tensor(name); };
+  views_.clsToken = at("cls_token");
+  views_.posEmbed = at("pos_embed");
+  views_.patchW = at("patch_embed.proj.weight");
+  views_.patchB = at("patch_embed.proj.bias");
   for (int i = 0; i < cfg.depth; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     views_.blocks.push_back(BlockWeights{
-        at[b + "norm1.weight"], at[b + "norm1.bias"], at[b + "attn.qkv.weight"], at[b + "attn.qkv.bias"],
-        at[b + "attn.proj.weight"], at[b + "attn.proj.bias"], at[b + "norm2.weight"], at[b + "norm2.bias"],
-        at[b + "mlp.fc1.weight"], at[b + "mlp.fc1.bias"], at[b + "mlp.fc2.weight"], at[b + "mlp.fc2.bias"]});
+        at(b + "norm1.weight"), at(b + "norm1.bias"), at(b + "attn.qkv.weight"), at(b + "attn.qkv.bias"),
+        at(b + "attn.proj.weight"), at(b + "attn.proj.bias"), at(b + "norm2.weight"), at(b + "norm2.bias"),
+        at(b + "mlp.fc1.weight"), at(b + "mlp.fc1.bias"), at(b + "mlp.fc2.weight"), at(b + "mlp.fc2.bias")});
   }
-  views_.normW = at["norm.weight"];
-  views_.normB = at["norm.bias"];
-  views_.headW = at["head.weight"];
-  views_.headB = at["head.bias"];
+  views_.normW = at("norm.weight");
+  views_.normB = at("norm.bias");
+  views_.headW = at("head.weight");
+  views_.headB = at("head.bias");
 }
 
 HostWeights::~HostWeights() = default;
+
+const float* HostWeights::tensor(const std::string& name) const {
+  auto it = byName_.find(name);
+  if (it == byName_.end()) throw std::out_of_range("no tensor " + name + " in the model's weights");
+  return it->second;
+}
+
+float* HostWeights::mutableTensor(const std::string& name) { return const_cast<float*>(tensor(name)); }
+
+const WeightViews& HostWeights::views() const {
+  if (!deit_) throw std::logic_error("views() are the DeiT family's; these weights were built from a spec list");
+  return views_;
+}
 
 }  // namespace evit

@@ -1,3 +1,4 @@
+#include <stdexcept>
 #include <string>
 
 #include "backend.h"
@@ -49,6 +50,10 @@ std::vector<int> validatePlan(const ModelConfig& cfg, const std::vector<BlockPla
     n[i + 1] = 1 + p.keep + (p.fuse ? 1 : 0);
   }
   return n;
+}
+
+const ModelConfig& PreparedModel::config() const {
+  throw std::logic_error("config() describes a DeiT/EViT model; this model is of another family");
 }
 
 }  // namespace evit

@@ -6,6 +6,7 @@
 
 #include "../backend/backend.h"
 #include "../backend/cuda_backend.h"
+#include "../backend/shunted.h"
 #include "../cpu/thread_pool.h"
 #include "../cpu/vec_math.h"
 
@@ -63,6 +64,11 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   Napi::Object slots = Napi::Object::New(env);
   slots.Set("model", names(env, kModelSlotNames));
   slots.Set("block", names(env, kBlockSlotNames));
+  // Another family's slots under its name (the DeiT ones above stay where they were).
+  Napi::Object shunted = Napi::Object::New(env);
+  shunted.Set("model", names(env, kShuntedModelSlotNames));
+  shunted.Set("block", names(env, kShuntedBlockSlotNames));
+  slots.Set("shunted", shunted);
   res.Set("profileSlots", slots);
   return res;
 }

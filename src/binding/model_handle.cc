@@ -9,7 +9,9 @@
 #include "../backend/cuda_backend.h"
 #include "../backend/host_weights.h"
 #include "../backend/page_buffer.h"
+#include "../backend/shunted.h"
 #include "../cpu/cpu_model.h"
+#include "../cpu/shunted_model.h"
 #include "../cpu/thread_pool.h"
 #include "forward_worker.h"
 #include "napi_args.h"
@@ -50,9 +52,21 @@ long copyFinite(float* __restrict dst, const float* __restrict src, size_t n) {
   return -1;
 }
 
-ModelConfig configArg(const Napi::Value& v) {
+// config.family: 'deit' (also when absent) or 'shunted'.
+std::string familyArg(const Napi::Value& v) {
   Napi::Env env = v.Env();
   if (!v.IsObject()) throw typeError(env, "config must be an object");
+  Napi::Value f = v.As<Napi::Object>().Get("family");
+  if (f.IsUndefined()) return "deit";
+  if (f.IsString()) {
+    const std::string s = f.As<Napi::String>().Utf8Value();
+    if (s == "deit" || s == "shunted") return s;
+  }
+  throw typeError(env, "config.family must be 'deit' or 'shunted', got " + f.ToString().Utf8Value());
+}
+
+ModelConfig configArg(const Napi::Value& v) {
+  Napi::Env env = v.Env();
   Napi::Object o = v.As<Napi::Object>();
   ModelConfig c;
   // Integers here; their ranges are validateConfig's.
@@ -75,6 +89,44 @@ ModelConfig configArg(const Napi::Value& v) {
   }
   try {
     validateConfig(c);
+  } catch (const ArgumentError& e) {
+    throw rangeError(env, e.what());
+  }
+  return c;
+}
+
+// { family: 'shunted', stages: [{ dim, depth, heads, srRatio, mlpHidden } × 4], numConv, inChans,
+// imgH, imgW, numClasses, stemWidth? (64) }, validated once by validateShuntedConfig.
+ShuntedConfig shuntedConfigArg(const Napi::Value& v) {
+  Napi::Env env = v.Env();
+  Napi::Object o = v.As<Napi::Object>();
+  auto field = [&](const Napi::Object& from, const char* key, const std::string& what) {
+    return intArg(requireProp(from, key, what), what + "." + key, INT32_MIN, INT32_MAX);
+  };
+  ShuntedConfig c;
+  Napi::Value stages = requireProp(o, "stages", "config");
+  if (!stages.IsArray() || stages.As<Napi::Array>().Length() != kShuntedStages)
+    throw typeError(env, "config.stages must be an array of " + std::to_string(kShuntedStages) + " stage objects");
+  for (int s = 0; s < kShuntedStages; ++s) {
+    const std::string what = "config.stages[" + std::to_string(s) + "]";
+    Napi::Value sv = stages.As<Napi::Array>().Get((uint32_t)s);
+    if (!sv.IsObject()) throw typeError(env, what + " must be an object");
+    Napi::Object so = sv.As<Napi::Object>();
+    ShuntedStage& st = c.stages[s];
+    st.dim = field(so, "dim", what);
+    st.depth = field(so, "depth", what);
+    st.heads = field(so, "heads", what);
+    st.srRatio = field(so, "srRatio", what);
+    st.mlpHidden = field(so, "mlpHidden", what);
+  }
+  c.numConv = field(o, "numConv", "config");
+  c.inChans = field(o, "inChans", "config");
+  c.imgH = field(o, "imgH", "config");
+  c.imgW = field(o, "imgW", "config");
+  c.numClasses = field(o, "numClasses", "config");
+  if (o.Has("stemWidth") && !o.Get("stemWidth").IsUndefined()) c.stemWidth = field(o, "stemWidth", "config");
+  try {
+    validateShuntedConfig(c);
   } catch (const ArgumentError& e) {
     throw rangeError(env, e.what());
   }
@@ -126,25 +178,43 @@ BackendOptions backendArg(const Napi::Value& v) {
 ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
   Napi::Env env = info.Env();
   if (!info.IsConstructCall()) throw typeError(env, "Model must be called with new");
-  const ModelConfig cfg = configArg(info[0]);
+  const bool shunted = familyArg(info[0]) == "shunted";
+  ModelConfig cfg;
+  ShuntedConfig shuntedCfg;
+  if (shunted)
+    shuntedCfg = shuntedConfigArg(info[0]);
+  else
+    cfg = configArg(info[0]);
   if (!info[1].IsObject()) throw typeError(env, "tensors must be an object of Float32Arrays");
   Napi::Object tensors = info[1].As<Napi::Object>();
   const BackendOptions backend = backendArg(info.Length() > 2 ? info[2] : env.Undefined());
+  const TensorLookup lookup = [&](const std::string& name) -> HostTensor {
+    Napi::Value v = tensors.Get(name);
+    if (v.IsUndefined()) return {nullptr, 0};
+    auto arr = typedArrayArg<float>(v, "tensor " + name);
+    static const float empty = 0.0f;
+    return {arr.ElementLength() ? arr.Data() : &empty, arr.ElementLength()};
+  };
   std::shared_ptr<HostWeights> weights;
   try {
-    weights = std::make_shared<HostWeights>(cfg, [&](const std::string& name) -> HostTensor {
-      Napi::Value v = tensors.Get(name);
-      if (v.IsUndefined()) return {nullptr, 0};
-      auto arr = typedArrayArg<float>(v, "tensor " + name);
-      static const float empty = 0.0f;
-      return {arr.ElementLength() ? arr.Data() : &empty, arr.ElementLength()};
-    });
+    weights = shunted ? std::make_shared<HostWeights>(shuntedTensorSpecs(shuntedCfg), lookup)
+                      : std::make_shared<HostWeights>(cfg, lookup);
   } catch (const ArgumentError& e) {
     throw rangeError(env, e.what());
   } catch (const std::bad_alloc&) {
     throw nativeFailure(env, "out of memory copying the weights");
   }
   weightBytes_ = weights->bytes();
+  if (shunted) {
+    if (backend.cuda)
+      throw nativeFailure(env, "CUDA backend: the Shunted Transformer runs on the CPU backend only so far; use device: 'cpu'");
+    try {
+      model_ = std::make_shared<cpu::CpuShuntedModel>(shuntedCfg, std::move(weights));
+    } catch (const std::bad_alloc&) {
+      throw nativeFailure(env, "out of memory preparing the model");
+    }
+    return;
+  }
   if (!backend.cuda) {
     model_ = std::make_shared<cpu::CpuModel>(cfg, std::move(weights));
     return;
@@ -164,12 +234,12 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
 Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!model_) throw nativeFailure(env, "model has been disposed");
-  const ModelConfig& c = model_->config();
   const int batch = intArg(info[1], "batch", 1, Limits::kMaxBatch);
-  const int64_t expected = (int64_t)batch * c.inChans * c.imgH() * c.imgW();
+  const int64_t expected = (int64_t)batch * (int64_t)model_->input().floats();
+  const int planLength = model_->planLength();
   auto images = typedArrayArg<float>(info[0], "images", expected);
-  auto keep = typedArrayArg<int32_t>(info[2], "keep", c.depth);
-  auto fuse = typedArrayArg<uint8_t>(info[3], "fuse", c.depth);
+  auto keep = typedArrayArg<int32_t>(info[2], "keep", planLength);
+  auto fuse = typedArrayArg<uint8_t>(info[3], "fuse", planLength);
 
   // The pass reads its own copy: JavaScript may transfer, resize or rewrite the caller's buffer
   // while the pass runs on a worker thread, and N-API cannot pin an ArrayBuffer's memory.
@@ -182,7 +252,7 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   // A NaN or infinity would run through and come out as NaN logits: refused, found during the copy.
   const long bad = copyFinite(owned.as<float>(), images.Data(), (size_t)expected);
   if (bad >= 0) {
-    const size_t perImage = (size_t)c.inChans * c.imgH() * c.imgW();
+    const size_t perImage = model_->input().floats();
     throw badInput(env, "input image " + std::to_string(bad / perImage) + " holds a non-finite value (" +
                             std::to_string(images.Data()[bad]) + " at element " + std::to_string(bad % perImage) +
                             "); every pixel must be a finite number");
@@ -192,10 +262,10 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   req.images = owned.as<float>();
   req.batch = batch;
   req.profile = info.Length() > 4 && info[4].ToBoolean();
-  req.plan.resize(c.depth);
-  for (int i = 0; i < c.depth; ++i) req.plan[i] = BlockPlan{keep[i], fuse[i] != 0};
+  req.plan.resize(planLength);
+  for (int i = 0; i < planLength; ++i) req.plan[i] = BlockPlan{keep[i], fuse[i] != 0};
   try {
-    req.tokens = validatePlan(c, req.plan);
+    req.tokens = model_->validatePlan(req.plan);
   } catch (const ArgumentError& e) {
     throw rangeError(env, e.what());
   }

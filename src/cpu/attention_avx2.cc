@@ -90,12 +90,12 @@ __attribute__((target("avx2,fma"))) inline void valueTileAvx2(const Scratch& sc,
 
 template <int R>
 __attribute__((target("avx2,fma"))) void rowBlockAvx2(const HeadSlice& hs, const Scratch& sc, int i0) {
-  const float* q = hs.q + (size_t)i0 * hs.ld;
-  for (int j0 = 0; j0 < sc.npad; j0 += 16) scoreTileAvx2<R>(q, hs.ld, sc, hs.d, hs.scale, j0);
-  softmaxRowsAvx2<R>(sc, hs.N);
-  if (i0 == 0 && hs.clsRow) std::copy(sc.s, sc.s + hs.N, hs.clsRow);
+  const float* q = hs.q + (size_t)i0 * hs.ldq;
+  for (int j0 = 0; j0 < sc.npad; j0 += 16) scoreTileAvx2<R>(q, hs.ldq, sc, hs.d, hs.scale, j0);
+  softmaxRowsAvx2<R>(sc, hs.M);
+  if (i0 == 0 && hs.clsRow) std::copy(sc.s, sc.s + hs.M, hs.clsRow);
   float* o = hs.o + (size_t)i0 * hs.ldo;
-  for (int c0 = 0; c0 < hs.d; c0 += 16) valueTileAvx2<R>(sc, hs.N, hs.d, o, hs.ldo, c0);
+  for (int c0 = 0; c0 < hs.d; c0 += 16) valueTileAvx2<R>(sc, hs.M, hs.d, o, hs.ldo, c0);
 }
 
 }  // namespace

@@ -88,29 +88,29 @@ __attribute__((target("avx512f"))) inline void valueTile512(const Scratch& sc, i
 // (13 → 3+3+3+4): a 1-vector tile would have only R accumulators, too few to hide FMA latency.
 template <int R>
 __attribute__((target("avx512f"))) void rowBlock512(const HeadSlice& hs, const Scratch& sc, int i0) {
-  const float* q = hs.q + (size_t)i0 * hs.ld;
+  const float* q = hs.q + (size_t)i0 * hs.ldq;
   const int nv = sc.npad / 16;
   for (int t = 0, tiles = (nv + 3) / 4, jv = 0; t < tiles; ++t) {
     const int w = (nv - jv) / (tiles - t);
     switch (w) {
-      case 4: scoreTile512<R, 4>(q, hs.ld, sc, hs.d, hs.scale, 16 * jv); break;
-      case 3: scoreTile512<R, 3>(q, hs.ld, sc, hs.d, hs.scale, 16 * jv); break;
-      case 2: scoreTile512<R, 2>(q, hs.ld, sc, hs.d, hs.scale, 16 * jv); break;
-      default: scoreTile512<R, 1>(q, hs.ld, sc, hs.d, hs.scale, 16 * jv); break;
+      case 4: scoreTile512<R, 4>(q, hs.ldq, sc, hs.d, hs.scale, 16 * jv); break;
+      case 3: scoreTile512<R, 3>(q, hs.ldq, sc, hs.d, hs.scale, 16 * jv); break;
+      case 2: scoreTile512<R, 2>(q, hs.ldq, sc, hs.d, hs.scale, 16 * jv); break;
+      default: scoreTile512<R, 1>(q, hs.ldq, sc, hs.d, hs.scale, 16 * jv); break;
     }
     jv += w;
   }
-  softmaxRows512<R>(sc, hs.N);
-  if (i0 == 0 && hs.clsRow) std::copy(sc.s, sc.s + hs.N, hs.clsRow);
+  softmaxRows512<R>(sc, hs.M);
+  if (i0 == 0 && hs.clsRow) std::copy(sc.s, sc.s + hs.M, hs.clsRow);
   float* o = hs.o + (size_t)i0 * hs.ldo;
   const int dv = hs.d / 16;
   for (int t = 0, tiles = (dv + 3) / 4, cv = 0; t < tiles; ++t) {
     const int w = (dv - cv) / (tiles - t);
     switch (w) {
-      case 4: valueTile512<R, 4>(sc, hs.N, hs.d, o, hs.ldo, 16 * cv); break;
-      case 3: valueTile512<R, 3>(sc, hs.N, hs.d, o, hs.ldo, 16 * cv); break;
-      case 2: valueTile512<R, 2>(sc, hs.N, hs.d, o, hs.ldo, 16 * cv); break;
-      default: valueTile512<R, 1>(sc, hs.N, hs.d, o, hs.ldo, 16 * cv); break;
+      case 4: valueTile512<R, 4>(sc, hs.M, hs.d, o, hs.ldo, 16 * cv); break;
+      case 3: valueTile512<R, 3>(sc, hs.M, hs.d, o, hs.ldo, 16 * cv); break;
+      case 2: valueTile512<R, 2>(sc, hs.M, hs.d, o, hs.ldo, 16 * cv); break;
+      default: valueTile512<R, 1>(sc, hs.M, hs.d, o, hs.ldo, 16 * cv); break;
     }
     cv += w;
   }

@@ -34,20 +34,21 @@ __attribute__((target("avx2"))) inline void transpose8x8(__m256 r[8]) {
 }  // namespace
 
 __attribute__((target("avx2"))) void packKv(const HeadSlice& hs, const Scratch& sc) {
-  const int N = hs.N, d = hs.d, npad = sc.npad;
+  const int M = hs.M, d = hs.d, npad = sc.npad;
   int j0 = 0;
-  for (; j0 + 8 <= N; j0 += 8) {
+  for (; j0 + 8 <= M; j0 += 8) {
     for (int c0 = 0; c0 < d; c0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(hs.k + (size_t)(j0 + i) * hs.ld + c0);
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(hs.k + (size_t)(j0 + i) * hs.ldk + c0);
       transpose8x8(r);
       for (int i = 0; i < 8; ++i) _mm256_store_ps(sc.kt + (size_t)(c0 + i) * npad + j0, r[i]);
     }
   }
-  for (; j0 < N; ++j0)
-    for (int c = 0; c < d; ++c) sc.kt[(size_t)c * npad + j0] = hs.k[(size_t)j0 * hs.ld + c];
-  for (int c = 0; c < d; ++c) std::fill(sc.kt + (size_t)c * npad + N, sc.kt + (size_t)(c + 1) * npad, 0.0f);
-  for (int j = 0; j < N; ++j) std::copy(hs.v + (size_t)j * hs.ld, hs.v + (size_t)j * hs.ld + d, sc.vp + (size_t)j * d);
+  for (; j0 < M; ++j0)
+    for (int c = 0; c < d; ++c) sc.kt[(size_t)c * npad + j0] = hs.k[(size_t)j0 * hs.ldk + c];
+  for (int c = 0; c < d; ++c) std::fill(sc.kt + (size_t)c * npad + M, sc.kt + (size_t)(c + 1) * npad, 0.0f);
+  for (int j = 0; j < M; ++j)
+    std::copy(hs.v + (size_t)j * hs.ldv, hs.v + (size_t)j * hs.ldv + d, sc.vp + (size_t)j * d);
 }
 
 }  // namespace evit::cpu

@@ -6,25 +6,25 @@
 
 namespace evit::cpu {
 
-// One task's share of one (image, head) pair: query rows [i0, i1).
+// One task's share of one (image, head) pair: query rows [i0, i1) of N against M keys.
 struct HeadSlice {
-  const float* q;  // row j of q, k, v at q + j*ld, k + j*ld, v + j*ld (d floats each)
+  const float* q;  // query row i at q + i*ldq, key row j at k + j*ldk, value row j at v + j*ldv (d floats each)
   const float* k;
   const float* v;
-  size_t ld;
+  size_t ldq, ldk, ldv;
   float* o;  // row i of the output at o + i*ldo
   size_t ldo;
-  float* clsRow;  // receives softmax row 0 (N floats) when i0 == 0; may be null
-  int N, d, i0, i1;
+  float* clsRow;  // receives softmax row 0 (M floats) when i0 == 0; may be null
+  int N, M, d, i0, i1;
   float scale;
 };
 
 // Per-task scratch, carved out of one per-worker block allocated once per call.
 struct Scratch {
-  float* kt;  // [d × npad]: kt[c*npad + j] = k[j][c]; columns N..npad-1 are 0
-  float* vp;  // [N × d]:    vp[j*d + c] = v[j][c]
+  float* kt;  // [d × npad]: kt[c*npad + j] = k[j][c]; columns M..npad-1 are 0
+  float* vp;  // [M × d]:    vp[j*d + c] = v[j][c]
   float* s;   // [R × npad]: scores, then probabilities, of the current row block
-  int npad;   // N rounded up to 16, so every row of kt and s starts on a 64-byte boundary
+  int npad;   // M rounded up to 16, so every row of kt and s starts on a 64-byte boundary
 };
 
 constexpr int kRows512 = 6;   // query rows per block: 6×4 zmm accumulators + 4 for kt/v

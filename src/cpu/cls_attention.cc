@@ -98,11 +98,11 @@ void clsAttention(float* out, float* clsScores, const float* qkv, int B, int N, 
       hs.q = qkv + (size_t)b * N * ld + (size_t)h * d;
       hs.k = hs.q + C;
       hs.v = hs.q + 2 * C;
-      hs.ld = ld;
+      hs.ldq = hs.ldk = hs.ldv = ld;
       hs.o = out + (size_t)b * N * C + (size_t)h * d;
       hs.ldo = C;
       hs.clsRow = rows ? rows + pair * N : nullptr;
-      hs.N = N;
+      hs.N = hs.M = N;
       hs.d = d;
       hs.i0 = chunk * blocksPerChunk * R;
       hs.i1 = std::min(N, (chunk + 1) * blocksPerChunk * R);

@@ -24,6 +24,8 @@ void linearTile(const float* x, int K, const float* W, const float* b, int N, fl
     const float* bias = b + n0;
     if (ep == Epilogue::BiasGelu) {
       biasGeluRow(row, bias, row, n);
+    } else if (ep == Epilogue::BiasRelu) {
+      for (int j = 0; j < n; ++j) row[j] = std::max(row[j] + bias[j], 0.0f);
     } else {
       for (int j = 0; j < n; ++j) row[j] += bias[j];
     }
@@ -31,6 +33,11 @@ void linearTile(const float* x, int K, const float* W, const float* b, int N, fl
 }
 
 }  // namespace
+
+void linearTile(float* out, const float* x, const float* W, const float* b, int M, int N, int K, Epilogue ep, int n0,
+                int n1) {
+  linearTile(x, K, W, b, N, out, ep, 0, M, n0, n1);
+}
 
 void linear(float* out, const float* x, const float* W, const float* b, int M, int N, int K, Epilogue ep) {
   ThreadPool& tp = pool();

@@ -1,6 +1,9 @@
 // binding.testing.ops: each CPU op of the forward pass on its own, synchronously, so tests can
 // check it against a naive reference and the microbenchmarks can time it.
+#include <algorithm>
+#include <climits>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../binding/napi_args.h"
@@ -143,6 +146,102 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
   return copyOf(info.Env(), out.data(), out.size());
 }
 
+// A row-strided view into a typed array: `rows` rows of `width` floats, row r at offset + r·ld.
+const float* span(const Napi::TypedArrayOf<float>& a, const Napi::Value& offset, const Napi::Value& ld, int64_t rows,
+                  int width, const std::string& what, long* ldOut) {
+  const int64_t off = intArg(offset, what + " offset", 0, INT32_MAX);
+  const int64_t stride = intArg(ld, what + " row stride", width, INT32_MAX);
+  if (off + (rows - 1) * stride + width > (int64_t)a.ElementLength())
+    throw rangeError(a.Env(), what + " (" + std::to_string(a.ElementLength()) + " floats) is too short for " +
+                                  std::to_string(rows) + " rows of " + std::to_string(width) + " at offset " +
+                                  std::to_string(off) + ", row stride " + std::to_string(stride));
+  *ldOut = (long)stride;
+  return a.Data() + off;
+}
+
+// conv2d(x, layout: 'nchw' | 'nhwc', W [Cout, Cin, k, k], b, B, H, W, Cin, Cout, k, stride, pad,
+// epilogue: 'bias' | 'relu') -> [B, Ho, Wo, Cout]
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string layout = info[1].ToString().Utf8Value();
+  if (layout != "nchw" && layout != "nhwc") throw rangeError(env, "layout must be 'nchw' or 'nhwc'");
+  const int B = intArg(info[4], "B", 1, 4096), H = intArg(info[5], "H", 1, 4096), Wd = intArg(info[6], "W", 1, 4096),
+            Cin = intArg(info[7], "Cin", 1, 4096), Cout = intArg(info[8], "Cout", 1, 4096),
+            k = intArg(info[9], "k", 1, 16), stride = intArg(info[10], "stride", 1, 16), pad = intArg(info[11], "pad", 0, 8);
+  if (H + 2 * pad < k || Wd + 2 * pad < k) throw rangeError(env, "the kernel does not fit the padded image");
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)B * H * Wd * Cin);
+  auto W = typedArrayArg<float>(info[2], "W", (int64_t)Cout * Cin * k * k);
+  auto b = typedArrayArg<float>(info[3], "b", Cout);
+  const std::string ep = info[12].ToString().Utf8Value();
+  if (ep != "bias" && ep != "relu") throw rangeError(env, "epilogue must be 'bias' or 'relu'");
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (Wd + 2 * pad - k) / stride + 1;
+  std::vector<float> Wp((size_t)Cout * Cin * k * k), out((size_t)B * Ho * Wo * Cout);
+  cpu::convWeightToHwc(Wp.data(), W.Data(), Cout, Cin, k);
+  cpu::conv2d(out.data(), x.Data(), layout == "nchw" ? cpu::ImageLayout::NCHW : cpu::ImageLayout::NHWC, Wp.data(),
+              b.Data(), B, H, Wd, Cin, Cout, k, stride, pad, ep == "relu" ? cpu::Epilogue::BiasRelu : cpu::Epilogue::Bias);
+  return copyOf(env, out.data(), out.size());
+}
+
+// depthwise3x3(x, xOffset, ldx, add | null, addOffset, ldAdd, W [C, 1, 3, 3], b, B, H, W, C, gelu,
+// inPlace) -> [B·H·W, C]. inPlace: the output is written over (a copy of) add, which must then be
+// contiguous, as the forward pass does for o + local_conv(v).
+Napi::Value Depthwise3x3(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[8], "B", 1, 4096), H = intArg(info[9], "H", 1, 4096), Wd = intArg(info[10], "W", 1, 4096),
+            C = intArg(info[11], "C", 1, kMaxDim);
+  const int64_t pixels = (int64_t)B * H * Wd;
+  long ldx = 0, ldAdd = 0;
+  auto xa = typedArrayArg<float>(info[0], "x");
+  const float* x = span(xa, info[1], info[2], pixels, C, "x", &ldx);
+  const float* add = nullptr;
+  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+    auto aa = typedArrayArg<float>(info[3], "add");
+    add = span(aa, info[4], info[5], pixels, C, "add", &ldAdd);
+  }
+  auto W = typedArrayArg<float>(info[6], "W", (int64_t)C * 9);
+  auto b = typedArrayArg<float>(info[7], "b", C);
+  const bool gelu = info[12].ToBoolean(), inPlace = info[13].ToBoolean();
+  std::vector<float> Wt((size_t)C * 9), out((size_t)pixels * C);
+  cpu::depthwiseWeightToTaps(Wt.data(), W.Data(), C);
+  if (inPlace) {
+    if (!add || ldAdd != C) throw rangeError(env, "inPlace needs a contiguous add (row stride C)");
+    std::copy(add, add + out.size(), out.begin());
+    add = out.data();
+  }
+  cpu::depthwise3x3(out.data(), x, ldx, add, ldAdd, Wt.data(), b.Data(), B, H, Wd, C, gelu);
+  return copyOf(env, out.data(), out.size());
+}
+
+// groupAttention(out, oOffset, ldo, q, qOffset, ldq, k, kOffset, ldk, v, vOffset, ldv, B, N, M,
+// heads, headDim) -> a copy of out with the attention written into its heads' channels.
+Napi::Value GroupAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[12], "B", 1, 4096), N = intArg(info[13], "N", 1, 65536), M = intArg(info[14], "M", 1, 65536),
+            heads = intArg(info[15], "heads", 1, 4096), d = intArg(info[16], "headDim", 1, 4096);
+  const int width = heads * d;
+  long ldo = 0, ldq = 0, ldk = 0, ldv = 0;
+  auto oa = typedArrayArg<float>(info[0], "out");
+  std::vector<float> out(oa.Data(), oa.Data() + oa.ElementLength());
+  const size_t oOff = span(oa, info[1], info[2], (int64_t)B * N, width, "out", &ldo) - oa.Data();
+  auto qa = typedArrayArg<float>(info[3], "q");
+  const float* q = span(qa, info[4], info[5], (int64_t)B * N, width, "q", &ldq);
+  auto ka = typedArrayArg<float>(info[6], "k");
+  const float* k = span(ka, info[7], info[8], (int64_t)B * M, width, "k", &ldk);
+  auto va = typedArrayArg<float>(info[9], "v");
+  const float* v = span(va, info[10], info[11], (int64_t)B * M, width, "v", &ldv);
+  cpu::groupAttention(out.data() + oOff, ldo, q, ldq, k, ldk, v, ldv, B, N, M, heads, d);
+  return copyOf(env, out.data(), out.size());
+}
+
+// meanTokens(x, B, N, C) -> [B, C]
+Napi::Value MeanTokens(const Napi::CallbackInfo& info) {
+  const int B = intArg(info[1], "B", 1, 65536), N = intArg(info[2], "N", 1, kMaxDim), C = intArg(info[3], "C", 1, kMaxDim);
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)B * N * C);
+  std::vector<float> out((size_t)B * C);
+  cpu::meanTokens(out.data(), x.Data(), B, N, C);
+  return copyOf(info.Env(), out.data(), out.size());
+}
+
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   const int threads = intArg(info[0], "threads", 1, 1024);
   if (!info[1].IsNumber()) throw typeError(info.Env(), "seconds must be a number");
@@ -169,6 +268,10 @@ Napi::Object DefineOps(Napi::Env env) {
   ops.Set("gatherFuse", Napi::Function::New<GatherFuse>(env, "gatherFuse"));
   ops.Set("patchEmbed", Napi::Function::New<PatchEmbed>(env, "patchEmbed"));
   ops.Set("gelu", Napi::Function::New<Gelu>(env, "gelu"));
+  ops.Set("conv2d", Napi::Function::New<Conv2d>(env, "conv2d"));
+  ops.Set("depthwise3x3", Napi::Function::New<Depthwise3x3>(env, "depthwise3x3"));
+  ops.Set("groupAttention", Napi::Function::New<GroupAttention>(env, "groupAttention"));
+  ops.Set("meanTokens", Napi::Function::New<MeanTokens>(env, "meanTokens"));
   ops.Set("measureFmaPeak", Napi::Function::New<MeasureFmaPeak>(env, "measureFmaPeak"));
   return ops;
 }
