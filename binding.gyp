@@ -17,6 +17,7 @@
         "src/cpu/layer_norm.cc",
         "src/cpu/linear.cc",
         "src/cpu/gelu.cc",
+        "src/cpu/attend_heads.cc",
         "src/cpu/cls_attention.cc",
         "src/cpu/attention_pack.cc",
         "src/cpu/attention_avx512.cc",

@@ -1,5 +1,6 @@
-// Shared by the SIMD attention kernels: one task's slice of an (image, head) pair, its
-// scratch, and the entry points of the AVX-512 and AVX2 paths (see cls_attention.cc).
+// Shared by the attention ops (cls_attention.cc, group_attention.cc): the heads driver that
+// spreads (image, head) pairs and their query rows over the pool, one task's slice of a pair, its
+// scratch, and the entry points of the AVX-512 and AVX2 tiles.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +30,20 @@ struct Scratch {
 
 constexpr int kRows512 = 6;   // query rows per block: 6×4 zmm accumulators + 4 for kt/v
 constexpr int kRowsAvx2 = 6;  // 6×2 ymm accumulators + 2 for kt/v + 1 broadcast
+
+// Multi-head attention of N queries against M keys per image, head h at columns h*d..h*d+d-1
+// of q, k, v and out, each read at its own row stride. With clsRows non-null ([B, heads, M]) each
+// head's softmax row 0 is written there too. Head dims that are a multiple of 16 run on the SIMD
+// tiles; others, and CPUs without AVX2 (or EVIT_CPU_ISA=scalar), on two OpenBLAS GEMMs per block
+// of query rows.
+struct HeadsView {
+  float* out;
+  size_t ldo;
+  const float *q, *k, *v;
+  size_t ldq, ldk, ldv;
+  int B, N, M, heads, d;
+};
+void attendHeads(const HeadsView& a, float* clsRows);
 
 // kt = kᵀ zero-padded to npad columns and vp = v made contiguous, once per task.
 void packKv(const HeadSlice& hs, const Scratch& sc);

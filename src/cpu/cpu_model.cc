@@ -16,10 +16,6 @@ CpuModel::CpuModel(const ModelConfig& cfg, std::shared_ptr<const HostWeights> we
 
 namespace {
 
-// Activation memory a pass may hold: batches run in chunks of as many images as fit (at least
-// one). 64 MiB is 21 DeiT-S images at 224 px, whose GEMMs (4,000+ rows) already run at full speed.
-constexpr size_t kArenaBudget = 64u << 20;
-
 // Each buffer starts on a 64-byte boundary: sizes are rounded up to 16 floats.
 size_t round16(size_t v) { return (v + 15) / 16 * 16; }
 
@@ -44,15 +40,6 @@ size_t totalFloats(const std::vector<size_t>& sizes) {
 
 }  // namespace
 
-float* CpuModel::arena(size_t floats) {
-  if (floats * sizeof(float) > arena_.bytes()) {
-    arena_ = PageBuffer();  // free first: the old and new blocks need not coexist
-    arena_ = PageBuffer(floats * sizeof(float));
-    arenaBytes_ = arena_.bytes();
-  }
-  return arena_.as<float>();
-}
-
 void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
   assert(req.images && req.batch >= 1 && req.tokens.size() == (size_t)c.depth + 1);
@@ -61,7 +48,7 @@ void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
 
   const int B = req.batch;
   const size_t perImage = totalFloats(bufferSizes(c, req.tokens[0], 1)) * sizeof(float);
-  const int chunk = (int)std::clamp<size_t>(kArenaBudget / perImage, 1, (size_t)B);
+  const int chunk = ActivationArena::chunkImages(perImage, B);
   out.logits.assign((size_t)B * c.numClasses, 0.0f);
   out.kept.clear();
   for (int i = 0; i < c.depth; ++i) {
@@ -80,7 +67,7 @@ void CpuModel::runChunk(const ForwardRequest& req, int first, int count, Forward
   const int B = count, C = c.embedDim, H = c.numHeads, d = c.headDim(), P = c.numPatches();
   const size_t patchK = (size_t)c.inChans * c.patchSize * c.patchSize;
   const std::vector<size_t> sizes = bufferSizes(c, n[0], (size_t)B);
-  float* at = arena(totalFloats(sizes));
+  float* at = arena_.reserve(totalFloats(sizes));
   auto take = [&](size_t i) {
     float* p = at;
     at += sizes[i];

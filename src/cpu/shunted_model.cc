@@ -15,10 +15,7 @@ namespace evit::cpu {
 
 namespace {
 
-// Activation memory a pass may hold, as for DeiT (cpu_model.cc): batches run in chunks of as
-// many images as fit, at least one. Shunted-T at 224 px needs 16 MiB an image.
-constexpr size_t kArenaBudget = 64u << 20;
-
+// Shunted-T at 224 px needs 16 MiB of activations an image: chunks of four (ActivationArena).
 size_t round16(size_t v) { return (v + 15) / 16 * 16; }
 
 enum Buffer { kX, kNormed, kQ, kO, kAgg, kKv, kV, kU, kH, kFeat, kBuffers };
@@ -133,22 +130,13 @@ std::vector<int> CpuShuntedModel::validatePlan(const std::vector<BlockPlan>& pla
   return {};
 }
 
-float* CpuShuntedModel::arena(size_t floats) {
-  if (floats * sizeof(float) > arena_.bytes()) {
-    arena_ = PageBuffer();  // free first: the old and new blocks need not coexist
-    arena_ = PageBuffer(floats * sizeof(float));
-    arenaBytes_ = arena_.bytes();
-  }
-  return arena_.as<float>();
-}
-
 void CpuShuntedModel::forward(const ForwardRequest& req, ForwardResult& out) {
   assert(req.images && req.batch >= 1 && req.plan.empty());
   ThreadPool& tp = pool();
   std::lock_guard<std::mutex> pass(tp.passMutex());
   const int B = req.batch;
   const size_t perImage = totalFloats(bufferFloats_, 1) * sizeof(float);
-  const int chunk = (int)std::clamp<size_t>(kArenaBudget / perImage, 1, (size_t)B);
+  const int chunk = ActivationArena::chunkImages(perImage, B);
   out.logits.assign((size_t)B * cfg_.numClasses, 0.0f);
   out.kept.clear();
   out.profile.assign(req.profile ? shuntedProfileSize(cfg_.totalDepth()) : 0, 0.0);
@@ -158,7 +146,7 @@ void CpuShuntedModel::forward(const ForwardRequest& req, ForwardResult& out) {
 void CpuShuntedModel::runChunk(const ForwardRequest& req, int first, int count, ForwardResult& out) {
   const ShuntedConfig& c = cfg_;
   const int B = count;
-  float* at = arena(totalFloats(bufferFloats_, B));
+  float* at = arena_.reserve(totalFloats(bufferFloats_, B));
   float* buf[kBuffers];
   for (int i = 0; i < kBuffers; ++i) {
     buf[i] = at;

@@ -4,14 +4,13 @@
 #pragma once
 
 #include <array>
-#include <atomic>
 #include <memory>
 #include <vector>
 
 #include "../backend/backend.h"
 #include "../backend/host_weights.h"
-#include "../backend/page_buffer.h"
 #include "../backend/shunted.h"
+#include "activation_arena.h"
 
 namespace evit::cpu {
 
@@ -24,8 +23,7 @@ class CpuShuntedModel : public PreparedModel {
   int numClasses() const override { return cfg_.numClasses; }
   int planLength() const override { return 0; }
   std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const override;
-  // Read on the JS thread while a pass may grow the arena: a snapshot, not a synchronised value.
-  size_t activationBytes() const override { return arenaBytes_.load(std::memory_order_relaxed); }
+  size_t activationBytes() const override { return arena_.bytes(); }
   void forward(const ForwardRequest& req, ForwardResult& out) override;
 
  private:
@@ -41,7 +39,6 @@ class CpuShuntedModel : public PreparedModel {
 
   // Images [first, first + count) of the request, logits written into `out` at their place.
   void runChunk(const ForwardRequest& req, int first, int count, ForwardResult& out);
-  float* arena(size_t floats);
 
   ShuntedConfig cfg_;
   StageGrid stemGrid_;
@@ -55,8 +52,7 @@ class CpuShuntedModel : public PreparedModel {
   Affine head_;
   std::vector<size_t> bufferFloats_;  // per image, see bufferSizes in shunted_model.cc
 
-  PageBuffer arena_;
-  std::atomic<size_t> arenaBytes_{0};
+  ActivationArena arena_;
 };
 
 }  // namespace evit::cpu
