@@ -402,6 +402,28 @@ test('readiness and /healthz say when the batch queue is full; they recover when
   await app.close();
 });
 
+test('number options are plain decimals: "0x1" is refused, not read as 1', async (t) => {
+  const { app, base } = await start();
+  const png = await noisePng(8);
+  const b64 = png.toString('base64');
+  const v2 = (keep) => request(base, { path: '/v2/models/evit/infer', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ parameters: { keep_rate: keep }, inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [b64] }] }) });
+  for (const [what, send] of [
+    ['?keepRate=0x1', () => post(base, 'image/png', png, '/v1/classify?keepRate=0x1')],
+    ['?top=0x3', () => post(base, 'image/png', png, '/v1/classify?top=0x3')],
+    ['?keepRate=Infinity', () => post(base, 'image/png', png, '/v1/classify?keepRate=Infinity')],
+    ['JSON "keepRate": "0x1"', () => post(base, 'application/json', JSON.stringify({ image: b64, keepRate: '0x1' }))],
+    ['v2 "keep_rate": "0b1"', () => v2('0b1')],
+  ]) {
+    const r = await send();
+    const code = r.body?.error?.code ?? r.body?.code;
+    t.ok(r.status === 400 && code === 'EVIT_BAD_OPTIONS', `${what}: ${r.status} ${code} (${r.body?.error?.message ?? r.body?.error})`);
+  }
+  const ok = await post(base, 'image/png', png, '/v1/classify?keepRate=%200.5%20&top=3');
+  t.ok(ok.status === 200 && ok.body.keepRate === 0.5 && ok.body.results[0].top.length === 3, 'a decimal with spaces around it is read: keepRate 0.5, top 3');
+  await app.close();
+});
+
 test('teardown', (t) => {
   model.dispose();
   t.end();

@@ -6,6 +6,7 @@
 import sharp from 'sharp';
 import { InputError, OptionsError } from '../errors';
 import { jsonNestingDepth } from '../jsonDepth';
+import { parseDecimal } from '../decimal';
 import type { Model, Tensor4D } from '../model';
 import { nativeLimits } from '../native';
 import { parseNpy } from '../npy';
@@ -96,9 +97,10 @@ export function fromBase64(field: string, value: unknown): Buffer {
   return Buffer.from(text, 'base64');
 }
 
+/** A number option from a query string or JSON: a number, or a plain decimal string ("0x1" is not 1). */
 export function optionalNumber(name: string, v: unknown): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
-  const n = typeof v === 'string' ? Number(v) : v;
+  const n = typeof v === 'string' ? parseDecimal(v) : v;
   if (typeof n !== 'number' || !Number.isFinite(n)) throw new OptionsError(`${name} must be a number, got ${JSON.stringify(v)}`);
   return n;
 }
