@@ -222,6 +222,27 @@ test('Batcher.classify stops decoding when its signal fires, and takes the decod
   await batcher.close();
 });
 
+test('a request holding NaN or infinity fails alone instead of failing the batch it would join', async (t) => {
+  // Nothing runs until drain(): all three requests are certainly in one batch.
+  const batcher = new Batcher(model, { maxBatchSize: 64, maxWaitMs: 60_000 });
+  const per = 3 * 224 * 224;
+  const good = (v) => ({ data: new Float32Array(per).fill(v), shape: [1, 3, 224, 224] });
+  const poisoned = good(0.1);
+  poisoned.data[1234] = NaN;
+  const infinite = { data: new Float32Array(2 * per).fill(0.2), shape: [2, 3, 224, 224] };
+  infinite.data[per + 7] = -Infinity;
+  const calls = [batcher.forward(good(0.3)), batcher.forward(poisoned), batcher.forward(infinite), batcher.forward(good(-0.3))].map((p) => p.then((r) => r, (e) => e));
+  batcher.drain();
+  const [a, nan, inf, b] = await Promise.all(calls);
+  t.ok(nan instanceof evit.InputError && /input image 0 holds a non-finite value \(NaN at element 1234\)/.test(nan.message), `NaN: ${nan.message}`);
+  t.ok(inf instanceof evit.InputError && /input image 1 holds a non-finite value \(-Infinity at element 7\)/.test(inf.message), `-Infinity: ${inf.message}`);
+  const alone = async (v) => (await model.forward(good(v))).logits;
+  t.ok(!(a instanceof Error) && closeTo(Array.from(a.logits), Array.from(await alone(0.3))), 'the good request before them: its own result');
+  t.ok(!(b instanceof Error) && closeTo(Array.from(b.logits), Array.from(await alone(-0.3))), 'and the one after');
+  t.equal(a.batchSize, 2, 'the two good requests shared one pass');
+  await batcher.close();
+});
+
 test('JSON nested 5 million deep is refused before it is parsed, on /v1 and /v2, in bounded time and memory', async (t) => {
   const { app, base } = await start();
   const deep = Buffer.from('['.repeat(5_000_000) + ']'.repeat(5_000_000));

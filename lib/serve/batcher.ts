@@ -15,7 +15,7 @@ import { classifications, inputName, type Classification } from '../classificati
 import type { KeptTokens, Model } from '../model';
 import { nativeLimits } from '../native';
 import { preprocessBatch, type DecodeLimits } from '../preprocess';
-import { checkImageTensor, type ImageShape, type Tensor4D } from '../tensor';
+import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from '../tensor';
 import { intUpTo, positiveInt } from '../validate';
 
 export interface BatcherOptions {
@@ -234,7 +234,14 @@ export class Batcher extends EventEmitter {
 
   /** Each request is checked on its own, so a bad one fails alone instead of failing the batch it joins. */
   #checkTensor(input: Tensor4D): number {
-    return checkImageTensor(input, this.#imageShape);
+    const images = checkImageTensor(input, this.#imageShape);
+    // The binding refuses a whole batch for one non-finite value: found here, it fails its own request only.
+    const bad = firstNonFinite(input.data);
+    if (bad >= 0) {
+      const per = input.data.length / images;
+      throw new InputError(`input image ${Math.floor(bad / per)} holds a non-finite value (${input.data[bad]} at element ${bad % per}); every pixel must be a finite number`);
+    }
+    return images;
   }
 
   #enqueue(data: Float32Array, images: number, options: BatchRequestOptions, admitted = false): Promise<BatchedForward> {
