@@ -243,6 +243,20 @@ test('a request holding NaN or infinity fails alone instead of failing the batch
   await batcher.close();
 });
 
+test('finite input whose forward pass overflows float32 is a 400, not a 200 with null logits', async (t) => {
+  const { app, base } = await start();
+  const huge = new Float32Array(3 * 224 * 224).fill(3e38);
+  huge[5] = -3e38;
+  const npy = evit.serializeNpy(huge, [1, 3, 224, 224]);
+  const v1 = await post(base, 'application/x-npy', npy);
+  t.ok(v1.status === 400 && v1.body.error.code === 'EVIT_BAD_INPUT' && /not finite/.test(v1.body.error.message), `v1: ${v1.status} ${v1.body.error?.code} (${v1.body.error?.message})`);
+  const raw = Buffer.from(huge.buffer);
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 224, 224], datatype: 'FP32', parameters: { binary_data_size: raw.length } }] }));
+  const v2 = await request(base, { path: '/v2/models/evit/infer', headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) }, body: Buffer.concat([header, raw]) });
+  t.ok(v2.status === 400 && v2.body.code === 'EVIT_BAD_INPUT' && /not finite/.test(v2.body.error), `v2: ${v2.status} ${v2.body.code} (${v2.body.error})`);
+  await app.close();
+});
+
 test('JSON nested 5 million deep is refused before it is parsed, on /v1 and /v2, in bounded time and memory', async (t) => {
   const { app, base } = await start();
   const deep = Buffer.from('['.repeat(5_000_000) + ']'.repeat(5_000_000));

@@ -18,7 +18,7 @@ import { DecodeLanes, type DecodeLaneOptions } from './decodeLanes';
 import { HttpError, toHttpError } from './httpErrors';
 import { ServingMetrics, type MetricsRoute, type ServingMetricsOptions } from './metrics';
 import { openInferenceRoutes, type ServingState } from './openInference';
-import { classifyResponse } from './response';
+import { checkFiniteResults, classifyResponse } from './response';
 import { positiveInt } from '../validate';
 import { version as packageVersion } from '../commands/args';
 
@@ -124,9 +124,9 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
     };
     reply.raw.once('close', onGone);
     try {
-      if (!Array.isArray(input)) return await b.classify(input, { ...opts, signal: ac.signal });
+      if (!Array.isArray(input)) return checkFiniteResults(await b.classify(input, { ...opts, signal: ac.signal }));
       const pixels = await checkImages(input, maxPixels);
-      return await lanes.run(pixels, { maxPixels, signal: ac.signal }, (decode) => b.classify(input, { ...opts, signal: ac.signal, decode }));
+      return checkFiniteResults(await lanes.run(pixels, { maxPixels, signal: ac.signal }, (decode) => b.classify(input, { ...opts, signal: ac.signal, decode })));
     } finally {
       reply.raw.off('close', onGone);
     }

@@ -25,7 +25,7 @@ import { toHttpError } from './httpErrors';
 import { readJob, type JobData, type JobInputLimits } from './jobInput';
 import { ServingMetrics, type ServingMetricsOptions } from './metrics';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from './plugin';
-import { classifyResponse, type ClassifyResponse } from './response';
+import { checkFiniteResults, classifyResponse, type ClassifyResponse } from './response';
 import { connectionOptions, queueName, type QueueConnection } from './connection';
 
 export interface WorkerOptions extends Omit<DecodeLaneOptions, 'largeQueue'> {
@@ -181,6 +181,7 @@ export function createWorker(model: Model, options: WorkerOptions): EvitWorker {
       } else {
         out = await batcher.classify(req.input.tensor, opts);
       }
+      checkFiniteResults(out);
       metrics.jobFinished('completed', (Date.now() - job.timestamp) / 1000);
       return classifyResponse(out, req.kept);
     } catch (err) {
