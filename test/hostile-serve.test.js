@@ -338,6 +338,38 @@ test('a slow client gets its 408 when the server said, in the server\'s JSON err
   t.throws(() => createServer({ model, requestTimeoutMs: 0 }), /requestTimeoutMs must be a positive integer, got 0/, 'requestTimeoutMs 0 is refused');
 });
 
+test('a body over the limit: the 413 reaches a client still sending it, and the connection stays usable', async (t) => {
+  const limit = 1 << 20;
+  const { app, base } = await start({ bodyLimit: limit });
+  const port = Number(new URL(base).port);
+  const exchange = (declared, sendAll) => new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let text = '';
+    let writeError = null;
+    sock.on('data', (d) => { text += d.toString('latin1'); });
+    sock.on('error', (e) => { writeError = e.code; });
+    const ended = new Promise((r) => sock.on('close', r));
+    sock.write(`POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: ${declared}\r\n\r\n`);
+    sock.write(Buffer.alloc(64 << 10));
+    (async () => {
+      await until('the 413', () => text.includes('EVIT_BODY_TOO_LARGE'), 5000).catch(() => {});
+      if (sendAll) {
+        // The rest of the body, after the answer, as a client that does not read while it writes.
+        for (let sent = 64 << 10; sent < declared && !sock.destroyed; sent += 64 << 10) sock.write(Buffer.alloc(Math.min(64 << 10, declared - sent)));
+        sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      }
+      setTimeout(() => sock.destroy(), 3000);
+      await ended;
+      resolve({ statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), writeError });
+    })();
+  });
+  const within = await exchange(limit + (limit >> 1), true);
+  t.deepEqual(within, { statuses: [413, 200], writeError: null }, 'a declared 1.5 MiB body: 413, the rest is read and dropped, then the next request on the connection is answered');
+  const beyond = await exchange(100 * limit, false);
+  t.deepEqual(beyond.statuses, [413], 'a declared 100 MiB body: 413, and the connection is closed rather than read');
+  await app.close();
+});
+
 function startCli(args) {
   const child = spawn(process.execPath, [CLI, 'serve', '--weights', tinyModel, '--heads', '3', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';

@@ -5,7 +5,7 @@
  * protocol says, with this package's `code` beside it.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { HttpError, toHttpError } from './httpErrors';
+import { drainRefusedBody, HttpError, toHttpError } from './httpErrors';
 import { EXTENSIONS, inferResponse, modelMetadata, parseInferRequest } from './inferTensors';
 import type { BatchedClassify, Batcher } from './batcher';
 import type { Tensor4D } from '../model';
@@ -41,7 +41,10 @@ export async function openInferenceRoutes(app: FastifyInstance, opts: { state: S
     const h = toHttpError(err);
     if (h.internal) req.log.error({ err }, 'request failed');
     const fst = (err as { code?: string }).code;
-    if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') h.body.error.message = `request body is over the limit of ${state.bodyLimit} bytes`;
+    if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      h.body.error.message = `request body is over the limit of ${state.bodyLimit} bytes`;
+      drainRefusedBody(req, reply, state.bodyLimit);
+    }
     if (h.status === 429 || h.body.error.code === 'EVIT_NOT_READY') void reply.header('retry-after', '1');
     if (h.body.error.code === 'EVIT_CLOSED') void reply.header('connection', 'close');
     state.noteError(req, h.body.error.code);

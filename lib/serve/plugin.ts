@@ -15,7 +15,7 @@ import { ClosedError, OptionsError } from '../errors';
 import type { Model, Tensor4D } from '../model';
 import { checkImages, checkJsonDepth, IMAGE_TYPES, imageShapeOf, jsonInput, NPY_TYPE, rawInput, requestOptions, type ClassifyInput, type RequestOptions } from './decode';
 import { DecodeLanes, type DecodeLaneOptions } from './decodeLanes';
-import { HttpError, toHttpError } from './httpErrors';
+import { drainRefusedBody, HttpError, toHttpError } from './httpErrors';
 import { ServingMetrics, type MetricsRoute, type ServingMetricsOptions } from './metrics';
 import { openInferenceRoutes, type ServingState } from './openInference';
 import { checkFiniteResults, classifyResponse } from './response';
@@ -174,8 +174,10 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
     const fst = (err as { code?: string }).code;
     if (fst === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || fst === 'FST_ERR_CTP_EMPTY_TYPE' || fst === 'FST_ERR_CTP_INVALID_TYPE')
       h.body.error.message = `content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${[...IMAGE_TYPES, NPY_TYPE, 'application/json'].join(', ')}`;
-    else if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    else if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       h.body.error.message = `request body is over the limit of ${bodyLimit} bytes`;
+      drainRefusedBody(req, reply, bodyLimit);
+    }
     if (h.status === 429 || h.body.error.code === 'EVIT_NOT_READY') void reply.header('retry-after', '1');
     if (h.body.error.code === 'EVIT_CLOSED') void reply.header('connection', 'close');
     errorCodes.set(req, h.body.error.code);
