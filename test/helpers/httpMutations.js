@@ -109,7 +109,7 @@ function mutateRequest(seed, rand) {
 
 function send(base, agent, req, timeoutMs = 15_000) {
   return new Promise((resolve) => {
-    const r = http.request(new URL(req.path, base), { method: 'POST', headers: { ...req.headers, 'content-length': req.body.length }, agent, timeout: timeoutMs }, (res) => {
+    const r = http.request(new URL(req.path, base), { method: req.method ?? 'POST', headers: { ...req.headers, 'content-length': req.body.length }, agent, timeout: timeoutMs }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve(readResponse(res.statusCode, res.headers, Buffer.concat(chunks))));

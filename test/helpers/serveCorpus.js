@@ -115,7 +115,8 @@ function readV1(req, model) {
   if (type !== 'application/json') refuse(`content type ${type}`);
   // fastify's JSON parser drops a byte-order mark.
   const text = req.body.toString('utf8').replace(/^\uFEFF/, '');
-  if (/"(__proto__|constructor)"\s*:/.test(text)) refuse('prototype keys');
+  // fastify's parser (secure-json-parse) refuses __proto__ keys and constructor.prototype.
+  if (/"__proto__"\s*:/.test(text) || (/"constructor"\s*:/.test(text) && /"prototype"\s*:/.test(text))) refuse('prototype keys');
   const o = parseJson(text);
   if (!isObject(o)) refuse('not an object');
   const has = ['image', 'npy'].filter((k) => o[k] !== undefined);
