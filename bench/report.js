@@ -38,4 +38,17 @@ function writeSection(id, markdown, file = DOC) {
   return file;
 }
 
-module.exports = { writeSection, parseSections, BENCHMARKS_DOC: DOC };
+/**
+ * Replace the block `<!-- section:ID -->` … `<!-- /section:ID -->` inside any other document (such as
+ * docs/SERVING.md), leaving the text around it as it is; the markers must already be there.
+ */
+function writeBlock(file, id, markdown) {
+  if (!/^[\w-]+$/.test(id)) throw new Error(`bad section id ${JSON.stringify(id)}`);
+  const text = fs.readFileSync(file, 'utf8');
+  const re = new RegExp(`(<!-- section:${id} -->\n)[\\s\\S]*?(<!-- /section:${id} -->)`);
+  if (!re.test(text)) throw new Error(`${file} has no <!-- section:${id} --> block`);
+  fs.writeFileSync(file, text.replace(re, (_, open, close) => `${open}${markdown.endsWith('\n') ? markdown : `${markdown}\n`}${close}`));
+  return file;
+}
+
+module.exports = { writeSection, writeBlock, parseSections, BENCHMARKS_DOC: DOC };

@@ -35,6 +35,8 @@ export interface DecodeLimits {
   shrinkOnLoadAbove?: number;
   /** Stops work on images not yet decoded when it fires (a server's client went away). */
   signal?: AbortSignal;
+  /** Images of one batch decoded at once (default: the CPU count); a server decodes large ones singly. */
+  concurrency?: number;
 }
 
 export const DEFAULT_MAX_DECODE_PIXELS = 100_000_000;
@@ -431,7 +433,7 @@ export async function preprocessBatch(
       }
     }
   };
-  const workers = Math.max(1, Math.min(n, availableParallelism()));
+  const workers = Math.max(1, Math.min(n, limits.concurrency ?? availableParallelism()));
   await Promise.all(Array.from({ length: workers }, worker));
   return { data, shape: [n, o.channels, o.imgSize, o.imgSize] };
 }

@@ -68,7 +68,7 @@ test('a full queue answers 429 with Retry-After; queued requests still finish; t
   const over = await Promise.all(pngs.slice(3).map((p) => post(base, 'image/png', p)));
   t.deepEqual(over.map((r) => r.status), [429, 429, 429], 'requests beyond the queue bound: 429');
   t.ok(over.every((r) => r.body.error.code === 'EVIT_OVERLOADED' && r.headers['retry-after'] === '1'), 'EVIT_OVERLOADED with Retry-After');
-  t.equal((await health(base)).status, 'ok', 'healthz still answers while overloaded');
+  t.equal((await health(base)).status, 'overloaded', 'healthz still answers while overloaded, and says so');
   batcher.drain();
   const done = await Promise.all(queued);
   t.deepEqual(done.map((r) => r.status), [200, 200, 200], 'the accepted requests finish');

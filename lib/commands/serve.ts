@@ -5,7 +5,10 @@ import sharp from 'sharp';
 import { createServer } from '../serve/lazy';
 import { AdaptiveKeepPolicy } from '../serve/adaptiveKeep';
 import { Batcher } from '../serve/batcher';
+import { DEFAULT_LARGE_IMAGE_PIXELS } from '../serve/decodeLanes';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
+import { nativeLimits } from '../native';
+import { intUpTo, positiveInt } from '../validate';
 import { UsageError, byteCount, num } from './args';
 import { MODEL_OPTIONS, loadModelFromArgs, modelNameOf, numList } from './modelOptions';
 
@@ -23,6 +26,9 @@ export const help = `serve options:
   --target-ms MS        queueing delay above which the policy steps down (default 50)
   --body-limit BYTES    largest request body; k/m suffixes allowed (default ${DEFAULT_BODY_LIMIT / 1024 / 1024}m)
   --max-pixels N        largest image, width x height, read from its header (default ${DEFAULT_MAX_PIXELS})
+  --large-image-pixels N  requests with more pixels than this in all decode in the large lane (default ${DEFAULT_LARGE_IMAGE_PIXELS})
+  --large-decodes N     requests with large images decoding at once (default 1); small ones never wait for them
+  --request-timeout-ms MS  time to receive a whole request; slower clients get 408 (default 30000)
   --threads N           CPU threads of the forward pass (default: one fewer than the cores, at least 1)
   --model-name NAME     the model's name in /v2/models/NAME (default: the checkpoint's file name)
   --log                 log every request (JSON lines on stdout)
@@ -50,6 +56,9 @@ export async function run(argv: string[]): Promise<number> {
       'target-ms': { type: 'string' },
       'body-limit': { type: 'string' },
       'max-pixels': { type: 'string' },
+      'large-image-pixels': { type: 'string' },
+      'large-decodes': { type: 'string' },
+      'request-timeout-ms': { type: 'string' },
       log: { type: 'boolean', default: false },
       'model-name': { type: 'string' },
       ...MODEL_OPTIONS,
@@ -63,14 +72,23 @@ export async function run(argv: string[]): Promise<number> {
   if (!values.adaptive && (adaptiveRates !== undefined || targetMs !== undefined))
     throw new UsageError('--adaptive-rates and --target-ms need --adaptive');
   const port = num('port', values.port)!;
+  const maxBatch = num('max-batch', values['max-batch']);
+  // Checked against what one native call takes before anything listens or loads.
+  if (maxBatch !== undefined) intUpTo('--max-batch', maxBatch, nativeLimits().maxBatch);
   const batch = {
-    maxBatchSize: num('max-batch', values['max-batch']),
+    maxBatchSize: maxBatch,
     maxWaitMs: num('max-wait-ms', values['max-wait-ms']),
     maxQueue: num('max-queue', values['max-queue']),
     maxInFlight: num('in-flight', values['in-flight']),
     // Made now, so bad policy options fail before the model loads.
     adaptiveKeep: values.adaptive ? new AdaptiveKeepPolicy({ rates: adaptiveRates, targetMs }) : false as const,
   };
+  // Checked now, so a bad value fails before the model loads.
+  const lanes = {
+    largeImagePixels: positiveInt('--large-image-pixels', num('large-image-pixels', values['large-image-pixels'])),
+    largeDecodes: positiveInt('--large-decodes', num('large-decodes', values['large-decodes'])),
+  };
+  const requestTimeoutMs = positiveInt('--request-timeout-ms', num('request-timeout-ms', values['request-timeout-ms']));
   // libvips' operation cache only pays off when the same image is processed twice; uploads are all
   // different, so for a long-running server it is just memory that grows up to its 50 MB cap.
   sharp.cache(false);
@@ -83,6 +101,8 @@ export async function run(argv: string[]): Promise<number> {
     logger: values.log,
     bodyLimit: byteCount('body-limit', values['body-limit']),
     maxPixels: num('max-pixels', values['max-pixels']),
+    ...lanes,
+    requestTimeoutMs,
     top: num('top', values.top),
     modelName: values['model-name'] ?? modelNameOf(values.weights),
   });

@@ -5,6 +5,9 @@ import sharp from 'sharp';
 import { AdaptiveKeepPolicy } from '../serve/adaptiveKeep';
 import { createWorker } from '../serve/lazy';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from '../serve/plugin';
+import { DEFAULT_LARGE_IMAGE_PIXELS } from '../serve/decodeLanes';
+import { nativeLimits } from '../native';
+import { intUpTo, positiveInt } from '../validate';
 import { listenStatus, type StatusServer, type StatusSource } from '../serve/statusServer';
 import type { EvitWorker } from '../serve/queueWorker';
 import { UsageError, byteCount, num } from './args';
@@ -25,6 +28,8 @@ export const help = `worker options:
   --allow-url PREFIX    jobs may name URLs starting with PREFIX in "url" (repeatable; default: none)
   --max-bytes BYTES     largest image, inline, file or download; k/m suffixes (default ${DEFAULT_BODY_LIMIT / 1024 / 1024}m)
   --max-pixels N        largest image, width x height, read from its header (default ${DEFAULT_MAX_PIXELS})
+  --large-image-pixels N  images with more pixels than this decode in the large lane (default ${DEFAULT_LARGE_IMAGE_PIXELS})
+  --large-decodes N     large images decoding at once (default 1); small ones never wait for them
   --fetch-timeout-ms MS time allowed for one download (default 10000)
   --lock-duration-ms MS a job's lock without renewal; a dead worker's jobs are recovered after it (default 30000)
   --stalled-interval-ms MS  how often to look for stalled jobs (default 30000)
@@ -72,6 +77,8 @@ export async function run(argv: string[]): Promise<number> {
       'allow-url': { type: 'string', multiple: true },
       'max-bytes': { type: 'string' },
       'max-pixels': { type: 'string' },
+      'large-image-pixels': { type: 'string' },
+      'large-decodes': { type: 'string' },
       'fetch-timeout-ms': { type: 'string' },
       'lock-duration-ms': { type: 'string' },
       'stalled-interval-ms': { type: 'string' },
@@ -92,6 +99,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!values.adaptive && (adaptiveRates !== undefined || targetMs !== undefined))
     throw new UsageError('--adaptive-rates and --target-ms need --adaptive');
   const maxBatchSize = num('max-batch', values['max-batch']);
+  // Checked against what one native call takes before the model loads or Redis is touched.
+  if (maxBatchSize !== undefined) intUpTo('--max-batch', maxBatchSize, nativeLimits().maxBatch);
+  const largeImagePixels = positiveInt('--large-image-pixels', num('large-image-pixels', values['large-image-pixels']));
+  const largeDecodes = positiveInt('--large-decodes', num('large-decodes', values['large-decodes']));
   const concurrency = num('concurrency', values.concurrency) ?? 2 * (maxBatchSize ?? 32);
   const batch = {
     maxBatchSize,
@@ -127,6 +138,8 @@ export async function run(argv: string[]): Promise<number> {
       batch,
       top: num('top', values.top),
       maxPixels: num('max-pixels', values['max-pixels']),
+      largeImagePixels,
+      largeDecodes,
       maxBytes: byteCount('max-bytes', values['max-bytes']),
       allowPaths: values['allow-path'],
       allowUrls: values['allow-url'],

@@ -14,8 +14,8 @@ import { AbortedError, ClosedError, InputError, OptionsError, OverloadedError } 
 import { classifications, inputName, type Classification } from '../classification';
 import type { KeptTokens, Model } from '../model';
 import { nativeLimits } from '../native';
-import { preprocessBatch } from '../preprocess';
-import { checkImageTensor, type ImageShape, type Tensor4D } from '../tensor';
+import { preprocessBatch, type DecodeLimits } from '../preprocess';
+import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from '../tensor';
 import { intUpTo, positiveInt } from '../validate';
 
 export interface BatcherOptions {
@@ -41,6 +41,8 @@ export interface BatchRequestOptions {
 export interface BatchClassifyOptions extends BatchRequestOptions {
   /** Classes reported per image. Default 5 (at most the class count). */
   top?: number;
+  /** What decoding the images may cost (pixels, aspect ratio, images at once); `signal` also stops the decode. */
+  decode?: DecodeLimits;
 }
 
 /** How a request was served. */
@@ -168,13 +170,13 @@ export class Batcher extends EventEmitter {
     inputs: Tensor4D | string | Buffer | ReadonlyArray<string | Buffer>,
     options: BatchClassifyOptions = {},
   ): Promise<BatchedClassify> {
-    const { top: topOption, ...request } = options ?? {};
+    const { top: topOption, decode, ...request } = options ?? {};
     const top = positiveInt('top', topOption, 5);
     this.#checkAccepting(request.signal);
     // Accepted now: a close() during preprocessing still lets this request run.
     this.#admitting++;
     try {
-      return await this.#classifyAdmitted(inputs, top, request);
+      return await this.#classifyAdmitted(inputs, top, request, { ...decode, signal: request.signal ?? decode?.signal });
     } finally {
       this.#admitting--;
       this.#checkDrained();
@@ -185,13 +187,14 @@ export class Batcher extends EventEmitter {
     inputs: Tensor4D | string | Buffer | ReadonlyArray<string | Buffer>,
     top: number,
     request: BatchRequestOptions,
+    decode: DecodeLimits,
   ): Promise<BatchedClassify> {
     let tensor: Tensor4D;
     let names: string[];
     if (typeof inputs === 'string' || Buffer.isBuffer(inputs) || Array.isArray(inputs)) {
       const list = (Array.isArray(inputs) ? [...inputs] : [inputs]) as Array<string | Buffer>;
       if (list.length === 0) throw new InputError('classify needs at least one input');
-      tensor = await preprocessBatch(list, this.model.preprocess);
+      tensor = await preprocessBatch(list, this.model.preprocess, decode);
       names = list.map(inputName);
     } else {
       const n = this.#checkTensor(inputs as Tensor4D);
@@ -231,7 +234,14 @@ export class Batcher extends EventEmitter {
 
   /** Each request is checked on its own, so a bad one fails alone instead of failing the batch it joins. */
   #checkTensor(input: Tensor4D): number {
-    return checkImageTensor(input, this.#imageShape);
+    const images = checkImageTensor(input, this.#imageShape);
+    // The binding refuses a whole batch for one non-finite value: found here, it fails its own request only.
+    const bad = firstNonFinite(input.data);
+    if (bad >= 0) {
+      const per = input.data.length / images;
+      throw new InputError(`input image ${Math.floor(bad / per)} holds a non-finite value (${input.data[bad]} at element ${bad % per}); every pixel must be a finite number`);
+    }
+    return images;
   }
 
   #enqueue(data: Float32Array, images: number, options: BatchRequestOptions, admitted = false): Promise<BatchedForward> {

@@ -2,6 +2,7 @@
  * How errors become HTTP responses: every error is `{error: {code, message}}`
  * with a 4xx status for anything the client can fix or retry, 500 otherwise.
  */
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { EvitError } from '../errors';
 
 /** A request the server refuses, with the HTTP status it answers. */
@@ -50,4 +51,15 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody; in
     return { status, body: { error: { code, message } }, internal: false };
   }
   return { status: 500, body: { error: { code: 'EVIT_INTERNAL', message: 'internal server error' } }, internal: true };
+}
+
+/**
+ * fastify closes the connection on a body it refused unread; a client still sending it then gets a
+ * reset and may never read its 413. A declared body up to twice the limit is read and thrown away
+ * instead (the request timeout still bounds it), so the answer arrives and the connection stays
+ * usable; anything larger is cut off at once.
+ */
+export function drainRefusedBody(req: FastifyRequest, reply: FastifyReply, bodyLimit: number): void {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isSafeInteger(declared) && declared <= 2 * bodyLimit && !req.raw.complete) reply.removeHeader('connection');
 }

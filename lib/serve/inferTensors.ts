@@ -12,7 +12,7 @@
  */
 import { InputError, OptionsError } from '../errors';
 import type { Model, Tensor4D } from '../model';
-import { fromBase64, optionalNumber } from './decode';
+import { checkJsonDepth, fromBase64, optionalNumber } from './decode';
 import { HttpError } from './httpErrors';
 
 export const INPUT_TENSOR = 'input';
@@ -108,9 +108,11 @@ function splitBody(body: Buffer, headerLength: string | undefined): { json: Json
     binary = body.subarray(n);
   }
   if (jsonBytes.length === 0) throw new HttpError(400, 'EVIT_BAD_REQUEST', 'the inference request body is empty');
+  const text = jsonBytes.toString('utf8');
+  checkJsonDepth(text, 'the inference request');
   let json: unknown;
   try {
-    json = JSON.parse(jsonBytes.toString('utf8'));
+    json = JSON.parse(text);
   } catch (err) {
     throw new HttpError(400, 'EVIT_BAD_REQUEST', `the inference request is not valid JSON: ${(err as Error).message}`, { cause: err });
   }

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { FetchError, InputError, OptionsError } from '../errors';
 import { fromBase64, optionalNumber, tensorFromNpy, type ClassifyInput } from './decode';
 import { HttpError } from './httpErrors';
+import type { ImageShape } from '../tensor';
 
 /** The data of one job: exactly one of image, npy, path, url; then options. */
 export interface JobData {
@@ -38,6 +39,8 @@ export interface JobInputLimits {
   maxBytes: number;
   /** Time allowed for one download, ms. */
   fetchTimeoutMs: number;
+  /** The image tensor the model takes: `.npy` inputs are checked against it. */
+  imageShape: ImageShape;
 }
 
 export interface JobRequest {
@@ -146,10 +149,10 @@ export async function readJob(data: unknown, limits: JobInputLimits): Promise<Jo
   let input: ClassifyInput;
   switch (has[0]) {
     case 'image': input = { kind: 'image', image: fromBase64('image', o.image) }; break;
-    case 'npy': input = { kind: 'tensor', tensor: tensorFromNpy(fromBase64('npy', o.npy)) }; break;
+    case 'npy': input = { kind: 'tensor', tensor: tensorFromNpy(fromBase64('npy', o.npy), limits.imageShape) }; break;
     case 'path': {
       const bytes = await readAllowedFile(o.path, limits);
-      input = /\.npy$/i.test(o.path as string) ? { kind: 'tensor', tensor: tensorFromNpy(bytes) } : { kind: 'image', image: bytes };
+      input = /\.npy$/i.test(o.path as string) ? { kind: 'tensor', tensor: tensorFromNpy(bytes, limits.imageShape) } : { kind: 'image', image: bytes };
       break;
     }
     default: input = { kind: 'image', image: await fetchAllowedUrl(o.url, limits) };

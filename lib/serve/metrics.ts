@@ -8,6 +8,7 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Batcher, BatchEvent } from './batcher';
+import type { DecodeLanes } from './decodeLanes';
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 // Jobs wait in Redis as well as in the batcher: their latency runs longer than a request's.
@@ -87,6 +88,7 @@ export class ServingMetrics {
   readonly inference: Histogram;
   readonly loopDelay: Histogram;
   #batcher: Batcher | null = null;
+  #lanes: DecodeLanes | null = null;
   #ready = false;
   #activeJobs = 0;
   #configuredRates = new Set<number>();
@@ -116,6 +118,8 @@ export class ServingMetrics {
     new Gauge({ name: 'evit_keep_rate', help: 'Keep rate a request without its own would run with now (0 when the model runs explicit keep counts or is not loaded).', registers, collect() { this.set(self.#batcher?.keepRate ?? 0); } });
     new Gauge({ name: 'evit_queue_depth', help: 'Requests waiting in the batch queue.', registers, collect() { this.set(self.#batcher?.queued ?? 0); } });
     new Gauge({ name: 'evit_batches_in_flight', help: 'Native forward calls running.', registers, collect() { this.set(self.#batcher?.inFlight ?? 0); } });
+    new Gauge({ name: 'evit_large_decodes', help: 'Requests with large images decoding now (at most the large lane\'s width).', registers, collect() { this.set(self.#lanes?.largeRunning ?? 0); } });
+    new Gauge({ name: 'evit_large_decodes_waiting', help: 'Requests with large images waiting for the large lane.', registers, collect() { this.set(self.#lanes?.largeWaiting ?? 0); } });
     new Gauge({ name: 'evit_jobs_active', help: 'Queue jobs this worker holds (locked in Redis, in the batch queue or running).', registers, collect() { this.set(self.#activeJobs); } });
   }
 
@@ -134,6 +138,11 @@ export class ServingMetrics {
     this.#detach.push(() => batcher.off('batch', onBatch));
     if (batcher.policy)
       this.#detach.push(batcher.policy.onChange((c) => this.keepChanges.inc({ direction: c.to < c.from ? 'down' : 'up' })));
+  }
+
+  /** Reads the large-image lane's running and waiting requests. */
+  attachLanes(lanes: DecodeLanes): void {
+    this.#lanes = lanes;
   }
 
   set ready(v: boolean) {

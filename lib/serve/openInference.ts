@@ -5,16 +5,18 @@
  * protocol says, with this package's `code` beside it.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { HttpError, toHttpError } from './httpErrors';
-import { checkImage } from './decode';
+import { drainRefusedBody, HttpError, toHttpError } from './httpErrors';
 import { EXTENSIONS, inferResponse, modelMetadata, parseInferRequest } from './inferTensors';
-import type { Batcher } from './batcher';
+import type { BatchedClassify, Batcher } from './batcher';
+import type { Tensor4D } from '../model';
 
 export interface ServingState {
   /** The batcher once the model is loaded; throws a 503 (EVIT_NOT_READY / EVIT_CLOSED) before and after. */
   batcher(): Batcher;
-  /** Loaded and accepting work (false while loading and while draining). */
+  /** Loaded and accepting work (false while loading, while draining and while the batch queue is full). */
   readonly ready: boolean;
+  /** Runs a request's tensor or images (checked, decoded in their lane, stopped if the client hangs up). */
+  classify(reply: FastifyReply, batcher: Batcher, input: Tensor4D | Buffer[], options: { top: number; keepRate: number | undefined }): Promise<BatchedClassify>;
   /** Records the error code a request was answered with (for the metrics). */
   noteError(req: FastifyRequest, code: string): void;
   readonly modelName: string;
@@ -39,7 +41,10 @@ export async function openInferenceRoutes(app: FastifyInstance, opts: { state: S
     const h = toHttpError(err);
     if (h.internal) req.log.error({ err }, 'request failed');
     const fst = (err as { code?: string }).code;
-    if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') h.body.error.message = `request body is over the limit of ${state.bodyLimit} bytes`;
+    if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      h.body.error.message = `request body is over the limit of ${state.bodyLimit} bytes`;
+      drainRefusedBody(req, reply, state.bodyLimit);
+    }
     if (h.status === 429 || h.body.error.code === 'EVIT_NOT_READY') void reply.header('retry-after', '1');
     if (h.body.error.code === 'EVIT_CLOSED') void reply.header('connection', 'close');
     state.noteError(req, h.body.error.code);
@@ -80,21 +85,8 @@ export async function openInferenceRoutes(app: FastifyInstance, opts: { state: S
     if (!Buffer.isBuffer(req.body)) throw new HttpError(400, 'EVIT_BAD_REQUEST', 'the inference request body is empty');
     const headerLength = req.headers['inference-header-content-length'];
     const request = parseInferRequest(req.body, Array.isArray(headerLength) ? headerLength[0] : headerLength, model);
-    if (request.input.kind === 'images') for (const img of request.input.images) await checkImage(img, state.maxPixels);
-
-    // A client that hangs up stops its request: it leaves the queue if it has not run yet.
-    const ac = new AbortController();
-    const onGone = (): void => {
-      if (!reply.raw.writableFinished) ac.abort(new Error('client closed the connection'));
-    };
-    reply.raw.once('close', onGone);
-    let out;
-    try {
-      out = await batcher.classify(request.input.kind === 'images' ? request.input.images : request.input.tensor,
-        { top: 1, keepRate: request.keepRate, signal: ac.signal });
-    } finally {
-      reply.raw.off('close', onGone);
-    }
+    const out = await state.classify(reply, batcher, request.input.kind === 'images' ? request.input.images : request.input.tensor,
+      { top: 1, keepRate: request.keepRate });
     const { json, binary } = inferResponse(request, {
       logits: out.results.map((r) => r.logits),
       keepRate: out.keepRate,

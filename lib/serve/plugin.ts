@@ -10,17 +10,19 @@
  * load balancer can probe a server whose model is still loading.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { Batcher, type BatcherOptions } from './batcher';
+import { Batcher, type BatchedClassify, type BatcherOptions } from './batcher';
 import { ClosedError, OptionsError } from '../errors';
-import type { Model } from '../model';
-import { checkImage, IMAGE_TYPES, jsonInput, NPY_TYPE, rawInput, requestOptions, type ClassifyInput, type RequestOptions } from './decode';
-import { HttpError, toHttpError } from './httpErrors';
+import type { Model, Tensor4D } from '../model';
+import { checkImages, checkJsonDepth, IMAGE_TYPES, imageShapeOf, jsonInput, NPY_TYPE, rawInput, requestOptions, type ClassifyInput, type RequestOptions } from './decode';
+import { DecodeLanes, type DecodeLaneOptions } from './decodeLanes';
+import { drainRefusedBody, HttpError, toHttpError } from './httpErrors';
 import { ServingMetrics, type MetricsRoute, type ServingMetricsOptions } from './metrics';
 import { openInferenceRoutes, type ServingState } from './openInference';
-import { classifyResponse } from './response';
+import { checkFiniteResults, classifyResponse } from './response';
+import { positiveInt } from '../validate';
 import { version as packageVersion } from '../commands/args';
 
-export interface EvitPluginOptions {
+export interface EvitPluginOptions extends DecodeLaneOptions {
   /** The model to serve (or a promise of it); a Batcher is made for it from `batch`. Not needed when `batcher` is given. */
   model?: Model | Promise<Model>;
   /** An existing batcher (or a promise of one) to serve through; then `batch` is ignored and the caller closes it. */
@@ -45,12 +47,6 @@ export const DEFAULT_BODY_LIMIT = 10 * 1024 * 1024;
 export const DEFAULT_MAX_PIXELS = 40_000_000;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-function positiveInt(name: string, v: unknown, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new OptionsError(`${name} must be a positive integer, got ${String(v)}`);
-  return v as number;
-}
-
 function pathName(name: string, v: unknown, fallback: string): string {
   if (v === undefined) return fallback;
   if (typeof v !== 'string' || !NAME.test(v)) throw new OptionsError(`${name} must be letters, digits, '.', '_' or '-', got ${JSON.stringify(v)}`);
@@ -67,10 +63,12 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
   const defaultTop = positiveInt('top', options.top, 5);
   const modelName = pathName('modelName', options.modelName, 'evit');
   const modelVersion = pathName('modelVersion', options.modelVersion, '1');
+  const lanes = new DecodeLanes(options);
   const ownsBatcher = !options.batcher;
   const metrics = options.metrics instanceof ServingMetrics ? options.metrics : new ServingMetrics(options.metrics);
   const ownsMetrics = !(options.metrics instanceof ServingMetrics);
   if (ownsMetrics) metrics.start();
+  metrics.attachLanes(lanes);
 
   // The error code each failed request was answered with, for the metrics.
   const errorCodes = new WeakMap<FastifyRequest, string>();
@@ -111,6 +109,29 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
     adopt(toBatcher(source));
   }
 
+  // A full batch queue refuses every new request: not ready until it has room.
+  const saturated = (b: Batcher): boolean => b.queued >= b.maxQueue;
+
+  /**
+   * Runs one request's tensor or images through the batcher. Images are checked from their headers,
+   * then decoded in the lane their pixels call for. A client that hangs up stops its request: it
+   * leaves the lane or the batch queue, and its images not yet decoded are never decoded.
+   */
+  const classify = async (reply: FastifyReply, b: Batcher, input: Tensor4D | Buffer[], opts: { top: number; keepRate: number | undefined }): Promise<BatchedClassify> => {
+    const ac = new AbortController();
+    const onGone = (): void => {
+      if (!reply.raw.writableFinished) ac.abort(new Error('client closed the connection'));
+    };
+    reply.raw.once('close', onGone);
+    try {
+      if (!Array.isArray(input)) return checkFiniteResults(await b.classify(input, { ...opts, signal: ac.signal }));
+      const pixels = await checkImages(input, maxPixels);
+      return checkFiniteResults(await lanes.run(pixels, { maxPixels, signal: ac.signal }, (decode) => b.classify(input, { ...opts, signal: ac.signal, decode })));
+    } finally {
+      reply.raw.off('close', onGone);
+    }
+  };
+
   const state: ServingState = {
     // Requests that arrive while draining are refused in onRequest; accepted ones still run.
     batcher(): Batcher {
@@ -119,8 +140,10 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
       throw new HttpError(503, 'EVIT_NOT_READY', 'the model is still loading; retry shortly');
     },
     get ready() {
-      return batcher !== null && !shuttingDown && !(batcher as Batcher).closing;
+      const b = batcher as Batcher | null;
+      return b !== null && !shuttingDown && !b.closing && !saturated(b);
     },
+    classify,
     noteError: (req, code) => errorCodes.set(req, code),
     modelName,
     modelVersion,
@@ -132,7 +155,17 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
   // Only these content types: anything else is a 415 from fastify before the body is read.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser([...IMAGE_TYPES, NPY_TYPE], { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, app.getDefaultJsonParser('error', 'error'));
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    try {
+      checkJsonDepth(text, 'the JSON body');
+    } catch (err) {
+      done(err as Error, undefined);
+      return;
+    }
+    parseJson(req, text, done);
+  });
 
   app.setErrorHandler((err, req, reply) => {
     const h = toHttpError(err);
@@ -141,8 +174,10 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
     const fst = (err as { code?: string }).code;
     if (fst === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || fst === 'FST_ERR_CTP_EMPTY_TYPE' || fst === 'FST_ERR_CTP_INVALID_TYPE')
       h.body.error.message = `content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${[...IMAGE_TYPES, NPY_TYPE, 'application/json'].join(', ')}`;
-    else if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    else if (fst === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       h.body.error.message = `request body is over the limit of ${bodyLimit} bytes`;
+      drainRefusedBody(req, reply, bodyLimit);
+    }
     if (h.status === 429 || h.body.error.code === 'EVIT_NOT_READY') void reply.header('retry-after', '1');
     if (h.body.error.code === 'EVIT_CLOSED') void reply.header('connection', 'close');
     errorCodes.set(req, h.body.error.code);
@@ -181,31 +216,15 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
     let opts: RequestOptions;
     const query = (req.query ?? {}) as Record<string, unknown>;
     if (Buffer.isBuffer(req.body)) {
-      input = rawInput(req.body, type);
+      input = rawInput(req.body, type, imageShapeOf(b.model));
       opts = requestOptions(query);
     } else {
-      ({ input, options: opts } = jsonInput(req.body));
+      ({ input, options: opts } = jsonInput(req.body, imageShapeOf(b.model)));
     }
     const wantKept = query.kept === '1' || query.kept === 'true' || (req.body as { kept?: unknown })?.kept === true;
-    if (input.kind === 'image') await checkImage(input.image, maxPixels);
-
-    // A client that hangs up stops its request: it leaves the queue if it has not run yet.
-    const ac = new AbortController();
-    const onGone = (): void => {
-      if (!reply.raw.writableFinished) ac.abort(new Error('client closed the connection'));
-    };
-    reply.raw.once('close', onGone);
-    try {
-      const out = await b.classify(input.kind === 'image' ? input.image : input.tensor, {
-        top: opts.top ?? defaultTop,
-        keepRate: opts.keepRate,
-        signal: ac.signal,
-      });
-      void reply.header('x-evit-keep-rate', String(out.keepRate));
-      return classifyResponse(out, wantKept);
-    } finally {
-      reply.raw.off('close', onGone);
-    }
+    const out = await classify(reply, b, input.kind === 'image' ? [input.image] : input.tensor, { top: opts.top ?? defaultTop, keepRate: opts.keepRate });
+    void reply.header('x-evit-keep-rate', String(out.keepRate));
+    return classifyResponse(out, wantKept);
   });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -215,13 +234,16 @@ export const evitPlugin: FastifyPluginAsync<EvitPluginOptions> = async (app, opt
 
   app.get('/healthz', { config: { health: true } }, async (_req, reply) => {
     const b = batcher as Batcher | null;
-    const status = shuttingDown || b?.closing ? 'closing' : b ? 'ok' : loadError ? 'failed' : 'loading';
+    const status = shuttingDown || b?.closing ? 'closing' : b ? (saturated(b) ? 'overloaded' : 'ok') : loadError ? 'failed' : 'loading';
     const body = {
       status,
       backend: b && !b.model.disposed ? b.model.backend : null,
       keepRate: b?.keepRate ?? null,
       queued: b?.queued ?? 0,
+      maxQueue: b?.maxQueue ?? null,
       inFlight: b?.inFlight ?? 0,
+      largeDecodes: lanes.largeRunning,
+      largeWaiting: lanes.largeWaiting,
     };
     return reply.code(status === 'ok' ? 200 : 503).send(body);
   });

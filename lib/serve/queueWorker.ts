@@ -18,15 +18,17 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Batcher, type BatcherOptions } from './batcher';
 import { OptionsError } from '../errors';
 import type { Model } from '../model';
-import { checkImage } from './decode';
+import { positiveInt } from '../validate';
+import { checkImages, imageShapeOf } from './decode';
+import { DecodeLanes, type DecodeLaneOptions } from './decodeLanes';
 import { toHttpError } from './httpErrors';
 import { readJob, type JobData, type JobInputLimits } from './jobInput';
 import { ServingMetrics, type ServingMetricsOptions } from './metrics';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_PIXELS } from './plugin';
-import { classifyResponse, type ClassifyResponse } from './response';
+import { checkFiniteResults, classifyResponse, type ClassifyResponse } from './response';
 import { connectionOptions, queueName, type QueueConnection } from './connection';
 
-export interface WorkerOptions {
+export interface WorkerOptions extends Omit<DecodeLaneOptions, 'largeQueue'> {
   /** Redis: a redis:// URL or BullMQ connection options. */
   connection: QueueConnection;
   /** The BullMQ queue to drain. */
@@ -75,12 +77,6 @@ export interface EvitWorker {
   waitUntilReady(): Promise<void>;
   /** Stops taking jobs, finishes the ones it holds, then closes the connection (and its own batcher). */
   close(): Promise<void>;
-}
-
-function positiveInt(name: string, v: unknown, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new OptionsError(`${name} must be a positive integer, got ${String(v)}`);
-  return v as number;
 }
 
 function stringList(name: string, v: unknown): string[] {
@@ -155,13 +151,17 @@ export function createWorker(model: Model, options: WorkerOptions): EvitWorker {
     allowUrls: allowedUrls(options.allowUrls),
     maxBytes: positiveInt('maxBytes', options.maxBytes, DEFAULT_BODY_LIMIT),
     fetchTimeoutMs: positiveInt('fetchTimeoutMs', options.fetchTimeoutMs, 10_000),
+    imageShape: imageShapeOf(batcher.model),
   };
+  // The jobs held wait for the large lane: the worker's concurrency already bounds them.
+  const lanes = new DecodeLanes({ largeImagePixels: options.largeImagePixels, largeDecodes: options.largeDecodes, largeQueue: Infinity });
   const lockDuration = positiveInt('lockDurationMs', options.lockDurationMs, 30_000);
   const stalledInterval = positiveInt('stalledIntervalMs', options.stalledIntervalMs, 30_000);
   const maxStalledCount = positiveInt('maxStalledCount', options.maxStalledCount, 1);
   const metrics = options.metrics instanceof ServingMetrics ? options.metrics : new ServingMetrics(options.metrics);
   const ownsMetrics = !(options.metrics instanceof ServingMetrics);
   metrics.attach(batcher);
+  metrics.attachLanes(lanes);
   if (ownsMetrics) metrics.start();
   const onError = options.onError ?? warnOnce();
 
@@ -172,11 +172,16 @@ export function createWorker(model: Model, options: WorkerOptions): EvitWorker {
     metrics.jobStarted();
     try {
       const req = await readJob(job.data, limits);
-      if (req.input.kind === 'image') await checkImage(req.input.image, maxPixels);
-      const out = await batcher.classify(req.input.kind === 'image' ? req.input.image : req.input.tensor, {
-        top: req.top ?? defaultTop,
-        keepRate: req.keepRate,
-      });
+      const opts = { top: req.top ?? defaultTop, keepRate: req.keepRate };
+      let out;
+      if (req.input.kind === 'image') {
+        const image = [req.input.image];
+        const pixels = await checkImages(image, maxPixels);
+        out = await lanes.run(pixels, { maxPixels }, (decode) => batcher.classify(image, { ...opts, decode }));
+      } else {
+        out = await batcher.classify(req.input.tensor, opts);
+      }
+      checkFiniteResults(out);
       metrics.jobFinished('completed', (Date.now() - job.timestamp) / 1000);
       return classifyResponse(out, req.kept);
     } catch (err) {

@@ -4,6 +4,7 @@
  * between HTTP and the queue without changing how it reads results.
  */
 import type { BatchedClassify } from './batcher';
+import { InputError } from '../errors';
 import type { TopClass } from '../model';
 
 export interface ClassifyResult {
@@ -24,6 +25,18 @@ export interface ClassifyResponse {
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+/**
+ * Refuses an answer whose logits are not finite: finite inputs as large as 3e38 overflow float32
+ * inside the pass, and JSON would carry the NaN as null, a 200 that means nothing.
+ */
+export function checkFiniteResults(out: BatchedClassify): BatchedClassify {
+  out.results.forEach((r, i) => {
+    if (r.logits.some((v) => !Number.isFinite(v)))
+      throw new InputError(`the logits of image ${i} are not finite: its values overflow float32 in the forward pass; send preprocessed values of ordinary size`);
+  });
+  return out;
+}
 
 export function classifyResponse(out: BatchedClassify, withKept: boolean): ClassifyResponse {
   return {
