@@ -55,6 +55,16 @@ void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int
 template <class T>
 void attention(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s);
 
+// Attention of N queries against M keys per image (the CPU op groupAttention), exact softmax
+// in fp32 at scale headDim^-½: head h of image b reads q row i at q + (b·N + i)·ldq + h·headDim,
+// k and v row j at k + (b·M + j)·ldk + h·headDim (v likewise with ldv), and writes out row i at
+// out + (b·N + i)·ldo + h·headDim. With clsProbs non-null ([B, heads, M] fp32) it also writes
+// each head's softmax row 0. attention() is this with q | k | v inside qkv and M = N; a head
+// group of shunted attention points q and out at a channel slice of wider tensors.
+template <class T>
+void groupAttention(T* out, long ldo, float* clsProbs, const T* q, long ldq, const T* k, long ldk, const T* v,
+                    long ldv, int B, int N, int M, int heads, int headDim, cudaStream_t s);
+
 // One launch per dropping block, per image: scores s[j] = mean over heads of
 // clsProbs[b, h, 1 + j] summed in head order; the k largest (descending, ties
 // to the lower index); out [B, 1 + k + fuse, C] = [x[:,0], x[:, 1 + idx], Σ_{j∉idx} s[j]·x[:, 1 + j]]

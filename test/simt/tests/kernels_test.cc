@@ -1,5 +1,6 @@
 // Every kernel of cuda/ run on the emulator against float64 references, at small awkward
-// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling),
+// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling, attention
+// of N queries against M keys at separate row strides),
 // in f32, f16 and bf16, each under forward, reverse and random:12345 thread orders with
 // bit-identical results across them. Tolerances are docs/CUDA.md's (test/gpu/ops.test.js):
 // relative to each element's Σ|terms|, 2e-5 for f32, 1.5e-3 for f16, 8e-3 for bf16.
@@ -358,6 +359,103 @@ void attentionTests() {
   }
 }
 
+// groupAttention: N queries against M keys, q and out a channel slice of wider rows (a head
+// group of shunted attention: q at column qOff of rows of ldq), k and v in separate tensors with
+// their own strides. Columns of out outside the slice must keep their poison (never written).
+struct GroupCase {
+  int B, N, M, H, d;
+  long ldq, qOff, ldk, ldv, ldo, oOff;
+};
+
+template <class T>
+void groupAttentionTest(Path path, const GroupCase& g, const std::string& expect) {
+  const int B = g.B, N = g.N, M = g.M, H = g.H, d = g.d;
+  const std::string label = std::string("groupAttention ") + Ty<T>::name + " " + pathName(path) + " B" +
+                            std::to_string(B) + " N" + std::to_string(N) + " M" + std::to_string(M) + " h" +
+                            std::to_string(H) + " d" + std::to_string(d) + " ldq" + std::to_string(g.ldq) + "+" +
+                            std::to_string(g.qOff) + " ldk" + std::to_string(g.ldk) + " ldv" + std::to_string(g.ldv) +
+                            " ldo" + std::to_string(g.ldo) + "+" + std::to_string(g.oOff);
+  const size_t C = (size_t)H * d, outN = (size_t)B * N * g.ldo;
+  const auto qv = rounded<T>(uniform((size_t)B * N * g.ldq, -2, 2));
+  const auto kv = rounded<T>(uniform((size_t)B * M * g.ldk, -2, 2));
+  const auto vv = rounded<T>(uniform((size_t)B * M * g.ldv, -2, 2));
+  Buf<T> dq(qv.size()), dk(kv.size()), dv(vv.size()), dout(outN);
+  Buf<float> dp((size_t)B * H * M);
+  dq.up(qv);
+  dk.up(kv);
+  dv.up(vv);
+  auto call = [&](float* probs) {
+    T* out = dout.p() + g.oOff;
+    const T* q = dq.p() + g.qOff;
+    if (path == Path::Auto) groupAttention<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+    if (path == Path::Simt) attentionSimt<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+    if constexpr (!std::is_same_v<T, float>)
+      if (path == Path::Mma) attentionMma<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+  };
+  Bytes withProbs, plain;
+  if (!scheduled(label + " with row-0 probabilities", [&] {
+        dout.poison();
+        dp.poison();
+        call(dp.p());
+        return concat({dout.bytes(), dp.bytes()});
+      }, withProbs))
+    return;
+  check(ran(expect), label + ": ran " + expect + " (" + ranKernel() + ")");
+  if (!scheduled(label + " without", [&] {
+        dout.poison();
+        call(nullptr);
+        return dout.bytes();
+      }, plain))
+    return;
+  const size_t outBytes = outN * sizeof(T);
+  check(std::memcmp(plain.data(), withProbs.data(), outBytes) == 0, label + ": the same output without probabilities");
+  // The slice the kernel owns, packed; everything else of out still the poison's bytes.
+  const auto all = as<T>(withProbs, 0, outN);
+  std::vector<T> slice((size_t)B * N * C);
+  bool untouched = true;
+  for (size_t r = 0; r < (size_t)B * N; ++r)
+    for (long c = 0; c < g.ldo; ++c) {
+      const T& e = all[r * g.ldo + c];
+      if (c >= g.oOff && c < g.oOff + (long)C) {
+        slice[r * C + (c - g.oOff)] = e;
+      } else {
+        const unsigned char* b = reinterpret_cast<const unsigned char*>(&e);
+        for (size_t i = 0; i < sizeof(T); ++i) untouched = untouched && b[i] == 0xFF;
+      }
+    }
+  check(untouched, label + ": nothing written outside the output slice");
+  const auto qd = widen(qv);
+  const std::vector<double> qs(qd.begin() + g.qOff, qd.end());
+  const auto want = reference::groupAttention(qs, g.ldq, widen(kv), g.ldk, widen(vv), g.ldv, B, N, M, H, d);
+  const auto c = reference::compare(widen(slice), want.out.out, &want.out.scale, kAtol, Ty<T>::rtol);
+  check(c.ok, label + ": output within the tolerance of float64 (" + c.str() + ")");
+  const auto p = reference::compare(as<float>(withProbs, outBytes, (size_t)B * H * M), want.probs, nullptr, 1e-7, 1e-4);
+  check(p.ok, label + ": row-0 probabilities within 1e-7 + 1e-4 relative (" + p.str() + ")");
+}
+
+template <class T>
+void groupAttentionTests() {
+  const std::string simt = "attentionKernel";
+  // Shunted's shapes in small: q and out the second half of C-wide rows, k at the front of a kv
+  // tensor, v in its own (the local conv's output); fewer keys than queries, down to one.
+  const GroupCase shunted{2, 70, 5, 2, 16, 64, 32, 64, 32, 64, 32};
+  const GroupCase oneKey{1, 9, 1, 1, 16, 32, 16, 32, 16, 32, 16};
+  const GroupCase manyKeys{1, 17, 200, 2, 32, 128, 64, 128, 72, 128, 0};  // M > N, v rows padded
+  const GroupCase plain{2, 33, 33, 3, 16, 96, 0, 96, 96, 48, 0};          // shunted's r = 1: M = N
+  const GroupCase d128{1, 20, 3, 1, 128, 256, 128, 128, 128, 128, 0};
+  if constexpr (std::is_same_v<T, float>) {
+    for (const GroupCase& g : {shunted, oneKey, manyKeys, plain, d128}) groupAttentionTest<T>(Path::Auto, g, simt);
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 2, 4, 24, 8, 16, 8, 24, 8}, simt);  // d = 4: the tiny fixtures' heads
+  } else {
+    const std::string mma = std::string("attentionMmaKernel<") + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16");
+    for (const GroupCase& g : {shunted, oneKey, manyKeys, plain}) groupAttentionTest<T>(Path::Auto, g, mma + ", 64");
+    groupAttentionTest<T>(Path::Auto, d128, mma + ", 128");
+    groupAttentionTest<T>(Path::Simt, shunted, simt);
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 2, 4, 24, 8, 16, 8, 24, 8}, simt);  // d = 4: no k16 steps
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 1, 16, 24, 8, 20, 16, 24, 8}, simt);  // k rows 40 bytes apart: no cp.async
+  }
+}
+
 // ---- topkGatherFuse ----------------------------------------------------------------------
 
 struct TopkCase {
@@ -510,7 +608,10 @@ void allFor() {
     layerNormTest<T>(3, 200, 200);
   }
   if (wanted("linear")) linearTests<T>();
-  if (wanted("attention")) attentionTests<T>();
+  if (wanted("attention")) {
+    attentionTests<T>();
+    groupAttentionTests<T>();
+  }
   if (wanted("patch")) {
     patchTest<T>(2, 3, 3, 2, 4, 24);
     patchTest<T>(1, 1, 2, 5, 3, 13);

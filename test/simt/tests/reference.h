@@ -108,6 +108,44 @@ inline Attention attention(const std::vector<double>& qkv, int B, int N, int H, 
   return a;
 }
 
+// N queries against M keys, each operand at its own row stride (groupAttention's layout): q row
+// i of image b at q[(b·N + i)·ldq + h·d ..], k and v row j at [(b·M + j)·ld + h·d ..]. out
+// [B, N, H·d] (heads side by side, packed); probs [B, H, M] = each head's softmax row 0.
+inline Attention groupAttention(const std::vector<double>& q, long ldq, const std::vector<double>& k, long ldk,
+                                const std::vector<double>& v, long ldv, int B, int N, int M, int H, int d) {
+  const size_t C = (size_t)H * d;
+  Attention a{{std::vector<double>((size_t)B * N * C), std::vector<double>((size_t)B * N * C)},
+              std::vector<double>((size_t)B * H * M)};
+  std::vector<double> p(M);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < N; ++i) {
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < M; ++j) {
+          double dot = 0;
+          for (int e = 0; e < d; ++e)
+            dot += q[((size_t)b * N + i) * ldq + h * d + e] * k[((size_t)b * M + j) * ldk + h * d + e];
+          p[j] = dot / std::sqrt((double)d);
+          mx = std::max(mx, p[j]);
+        }
+        for (int j = 0; j < M; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (int j = 0; j < M; ++j) p[j] /= sum;
+        if (i == 0)
+          for (int j = 0; j < M; ++j) a.probs[((size_t)b * H + h) * M + j] = p[j];
+        for (int e = 0; e < d; ++e) {
+          double acc = 0, abs = 0;
+          for (int j = 0; j < M; ++j) {
+            const double t = p[j] * v[((size_t)b * M + j) * ldv + h * d + e];
+            acc += t;
+            abs += std::fabs(t);
+          }
+          a.out.out[((size_t)b * N + i) * C + h * d + e] = acc;
+          a.out.scale[((size_t)b * N + i) * C + h * d + e] = abs;
+        }
+      }
+  return a;
+}
+
 // The k best of scores [M]: descending, ties to the lower index, NaN below everything, -0 == +0.
 inline std::vector<int> topk(const float* s, int M, int k) {
   std::vector<int> order(M);
