@@ -126,13 +126,6 @@ CpuShuntedModel::CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<HostW
   weights_ = std::move(weights);
 }
 
-std::vector<int> CpuShuntedModel::validatePlan(const std::vector<BlockPlan>& plan) const {
-  if (!plan.empty())
-    throw ArgumentError("plan has " + std::to_string(plan.size()) +
-                        " entries; a Shunted Transformer drops no tokens, so keep and fuse must be empty");
-  return {};
-}
-
 float* CpuShuntedModel::arena(size_t floats) {
   if (floats * sizeof(float) > arena_.bytes()) {
     arena_ = PageBuffer();  // free first: the old and new blocks need not coexist

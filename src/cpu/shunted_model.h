@@ -23,7 +23,7 @@ class CpuShuntedModel : public PreparedModel {
   InputShape input() const override { return {cfg_.inChans, cfg_.imgH, cfg_.imgW}; }
   int numClasses() const override { return cfg_.numClasses; }
   int planLength() const override { return 0; }
-  std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const override;
+  std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const override { return validateShuntedPlan(plan); }
   // Read on the JS thread while a pass may grow the arena: a snapshot, not a synchronised value.
   size_t activationBytes() const override { return arenaBytes_.load(std::memory_order_relaxed); }
   void forward(const ForwardRequest& req, ForwardResult& out) override;
