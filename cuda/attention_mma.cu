@@ -1,7 +1,8 @@
-// Tensor-core attention for T = __half / __nv_bfloat16, exact softmax, fp32 scores:
+// Tensor-core attention for T = __half / __nv_bfloat16, exact softmax, fp32 scores, N queries
+// against M keys (M = N for DeiT), q, k, v and out each at their own row stride:
 //   - a warp owns 16 query rows; its q fragments are loaded once from global memory;
 //   - keys, then values, stream through a double-buffered shared chunk of kAttnMmaKeys rows
-//     (cp.async, zero-filled past N), so a load overlaps the previous chunk's math;
+//     (cp.async, zero-filled past M), so a load overlaps the previous chunk's math;
 //   - s = scale·q·kᵀ (mma.sync, fp32 accumulation) goes to the warp's fp32 score rows in
 //     shared memory: the whole row is on chip, so softmax is the plain max / exp / sum;
 //   - P·V: P is read back from those rows, rounded to T pairs as the A operand, V comes
@@ -23,9 +24,13 @@ namespace evit::cuda {
 
 namespace {
 
-size_t sharedBytes(int N, int d, int warps) {
-  return (size_t)2 * kAttnMmaKeys * attnKvStride(d) * 2 + (size_t)warps * 16 * attnScoreStride(N) * sizeof(float);
+}  // namespace
+
+size_t attentionMmaSharedBytes(int M, int d, int warps) {
+  return (size_t)2 * kAttnMmaKeys * attnKvStride(d) * 2 + (size_t)warps * 16 * attnScoreStride(M) * sizeof(float);
 }
+
+namespace {
 
 template <class T>
 struct Pair;
@@ -43,20 +48,23 @@ struct Pair<__nv_bfloat16> {
 // MAXD: the largest head dim the instance handles (64 or 128): it sizes the fragment arrays,
 // which stay in registers because every loop over them is unrolled with a guard on d.
 template <class T, int MAXD, bool kWithProbs>
-__global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ qkv, T* __restrict__ out,
-                                                          float* __restrict__ clsProbs, int N, int heads, int d,
-                                                          float scale) {
+__global__ void __launch_bounds__(128)
+    attentionMmaKernel(const T* __restrict__ qp, long ldq, const T* __restrict__ kp, long ldk,
+                       const T* __restrict__ vp, long ldv, T* __restrict__ out, long ldo,
+                       float* __restrict__ clsProbs, int N, int M, int heads, int d, float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int MAXK = MAXD / 16;  // k16 steps over the head dim
   unsigned char* smem = dynamicShared<unsigned char>();
-  const int kvStride = attnKvStride(d), sStride = attnScoreStride(N);
+  const int kvStride = attnKvStride(d), sStride = attnScoreStride(M);
   T* kv = reinterpret_cast<T*>(smem);                                         // [2][keys][kvStride]
   float* scores = reinterpret_cast<float*>(kv + 2 * kAttnMmaKeys * kvStride);  // [warps·16][sStride]
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int q0 = (blockIdx.x * warps + warp) * 16;  // this warp's first query row
-  const int h = blockIdx.y, b = blockIdx.z, C = heads * d;
-  const long ldRow = 3L * C;
-  const T* head = qkv + (long)b * N * ldRow + (long)h * d;  // q of row 0; k at +C, v at +2C
+  const int h = blockIdx.y, b = blockIdx.z;
+  // Row 0 of this (image, head) in each operand.
+  const T* qh = qp + (long)b * N * ldq + (long)h * d;
+  const T* kh = kp + (long)b * M * ldk + (long)h * d;
+  const T* vh = vp + (long)b * M * ldv + (long)h * d;
   float* sw = scores + warp * 16 * sStride;
 
   // q fragments; rows past N are zero, so their scores are 0 and their softmax stays finite.
@@ -66,19 +74,20 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int row = q0 + mmaFragARow(lane, q), col = kk * 16 + mmaFragACol(lane, q, 0);
-      qf[kk][q] = kk * 16 < d && row < N ? *reinterpret_cast<const uint32_t*>(head + (long)row * ldRow + col) : 0u;
+      qf[kk][q] = kk * 16 < d && row < N ? *reinterpret_cast<const uint32_t*>(qh + (long)row * ldq + col) : 0u;
     }
 
   // Tile t < chunks is key chunk t, then value chunk t - chunks; it goes into buffer t % 2.
-  const int chunks = (N + kAttnMmaKeys - 1) / kAttnMmaKeys;
+  const int chunks = (M + kAttnMmaKeys - 1) / kAttnMmaKeys;
   auto stage = [&](int t) {
-    const int part = t < chunks ? 1 : 2, j0 = (t < chunks ? t : t - chunks) * kAttnMmaKeys, perRow = d / 8;
+    const T* src = t < chunks ? kh : vh;
+    const long ld = t < chunks ? ldk : ldv;
+    const int j0 = (t < chunks ? t : t - chunks) * kAttnMmaKeys, perRow = d / 8;
     T* dst = kv + (t % 2) * kAttnMmaKeys * kvStride;
     for (int e = threadIdx.x; e < kAttnMmaKeys * perRow; e += blockDim.x) {
       const int key = e / perRow, ch = e % perRow;
-      const bool inside = j0 + key < N;
-      cpAsync16(dst + key * kvStride + ch * 8, inside ? head + (long)(j0 + key) * ldRow + part * C + ch * 8 : head,
-                inside ? 16 : 0);
+      const bool inside = j0 + key < M;
+      cpAsync16(dst + key * kvStride + ch * 8, inside ? src + (long)(j0 + key) * ld + ch * 8 : src, inside ? 16 : 0);
     }
     cpAsyncCommit();
   };
@@ -116,12 +125,12 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
       continue;
     }
     if (t == chunks) {
-      // Exact softmax of the warp's 16 rows, whole rows in fp32; columns N.. become 0 for P·V.
+      // Exact softmax of the warp's 16 rows, whole rows in fp32; columns M.. become 0 for P·V.
       __syncwarp();
       const int padded = chunks * kAttnMmaKeys;
       for (int r = 0; r < 16; ++r) {
-        float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * N : nullptr;
-        warpSoftmaxRow(sw + r * sStride, N, padded, probsOut, lane);
+        float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * M : nullptr;
+        warpSoftmaxRow(sw + r * sStride, M, padded, probsOut, lane);
       }
       __syncwarp();
     }
@@ -155,7 +164,7 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
     for (int hh = 0; hh < 2; ++hh) {
       const int row = q0 + mmaAccRow(lane, 2 * hh), col = ni * 8 + mmaAccCol(lane, 0);
       if (row < N)
-        *reinterpret_cast<typename Pair<T>::type*>(out + ((long)b * N + row) * C + (long)h * d + col) =
+        *reinterpret_cast<typename Pair<T>::type*>(out + ((long)b * N + row) * ldo + (long)h * d + col) =
             Pair<T>::make(o[ni][2 * hh], o[ni][2 * hh + 1]);
     }
   }
@@ -163,45 +172,49 @@ __global__ void __launch_bounds__(128) attentionMmaKernel(const T* __restrict__ 
 }
 
 template <class T, int MAXD>
-void launch(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int d, cudaStream_t s) {
+void launch(T* out, long ldo, float* clsProbs, const T* q, long ldq, const T* k, long ldk, const T* v, long ldv, int B,
+            int N, int M, int heads, int d, cudaStream_t s) {
   // As many warps (16 query rows each) per block as the score rows allow: 4, else 2, else 1.
   int device = 0, optin = 0;
   EVIT_CUDA_CHECK(cudaGetDevice(&device));
   EVIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   int warps = 4;
-  while (warps > 1 && sharedBytes(N, d, warps) > (size_t)optin) warps /= 2;
-  const size_t bytes = sharedBytes(N, d, warps);
+  while (warps > 1 && attentionMmaSharedBytes(M, d, warps) > (size_t)optin) warps /= 2;
+  const size_t bytes = attentionMmaSharedBytes(M, d, warps);
   const dim3 grid(ceilDiv(N, 16 * warps), heads, B);
   const float scale = 1.0f / std::sqrt((float)d);
   if (clsProbs) {
     reserveSharedMemory(attentionMmaKernel<T, MAXD, true>, bytes, "attention (tensor cores)");
-    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, true>, grid, 32 * warps, bytes, s, qkv, out,
-                 clsProbs, N, heads, d, scale);
+    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, true>, grid, 32 * warps, bytes, s, q, ldq, k,
+                 ldk, v, ldv, out, ldo, clsProbs, N, M, heads, d, scale);
   } else {
     reserveSharedMemory(attentionMmaKernel<T, MAXD, false>, bytes, "attention (tensor cores)");
-    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, false>, grid, 32 * warps, bytes, s, qkv, out,
-                 nullptr, N, heads, d, scale);
+    launchKernel("attention (tensor cores)", attentionMmaKernel<T, MAXD, false>, grid, 32 * warps, bytes, s, q, ldq, k,
+                 ldk, v, ldv, out, ldo, nullptr, N, M, heads, d, scale);
   }
 }
 
 }  // namespace
 
 template <class T>
-void attentionMma(T* out, float* clsProbs, const T* qkv, int B, int N, int heads, int headDim, cudaStream_t s) {
-  if (!attentionMmaFits(qkv, out, headDim))
-    throw CudaError("attention (tensor cores): needs headDim % 16 == 0, headDim <= 128, 16-byte aligned qkv (headDim=" +
-                    std::to_string(headDim) + ")");
-  if (N < 2 || B > 65535 || heads > 65535)
-    throw CudaError("attention (tensor cores): need N >= 2, B and heads at most 65535");
+void attentionMma(T* out, long ldo, float* clsProbs, const T* q, long ldq, const T* k, long ldk, const T* v, long ldv,
+                  int B, int N, int M, int heads, int headDim, cudaStream_t s) {
+  if (!attentionMmaFits(out, ldo, q, ldq, k, ldk, v, ldv, headDim))
+    throw CudaError("attention (tensor cores): needs headDim % 16 == 0, headDim <= 128, 16-byte aligned k and v rows, "
+                    "4-byte aligned q and out rows (headDim=" + std::to_string(headDim) + ")");
+  if (N < 1 || M < 1 || B > 65535 || heads > 65535)
+    throw CudaError("attention (tensor cores): need N >= 1, M >= 1, B and heads at most 65535");
   if (B <= 0) return;
   if (headDim <= 64)
-    launch<T, 64>(out, clsProbs, qkv, B, N, heads, headDim, s);
+    launch<T, 64>(out, ldo, clsProbs, q, ldq, k, ldk, v, ldv, B, N, M, heads, headDim, s);
   else
-    launch<T, 128>(out, clsProbs, qkv, B, N, heads, headDim, s);
+    launch<T, 128>(out, ldo, clsProbs, q, ldq, k, ldk, v, ldv, B, N, M, heads, headDim, s);
 }
 
-template void attentionMma<__half>(__half*, float*, const __half*, int, int, int, int, cudaStream_t);
-template void attentionMma<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, int, int, int, int,
-                                          cudaStream_t);
+template void attentionMma<__half>(__half*, long, float*, const __half*, long, const __half*, long, const __half*, long,
+                                   int, int, int, int, int, cudaStream_t);
+template void attentionMma<__nv_bfloat16>(__nv_bfloat16*, long, float*, const __nv_bfloat16*, long,
+                                          const __nv_bfloat16*, long, const __nv_bfloat16*, long, int, int, int, int,
+                                          int, cudaStream_t);
 
 }  // namespace evit::cuda

@@ -17,83 +17,27 @@ namespace {
 // Largest head dimension cuda/attention.cu handles.
 constexpr int kMaxHeadDim = 128;
 
-// Capture failures after which a model stops trying graphs and always launches eagerly.
-constexpr int kMaxCaptureFailures = 3;
-
-// EVIT_CUDA_GRAPHS=0 launches every pass kernel by kernel (for debugging and sanitizers).
-bool graphsEnabled() {
-  const char* v = std::getenv("EVIT_CUDA_GRAPHS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
-
-// Creates a stream for the weight upload and destroys it however the constructor ends.
-struct UploadStream {
-  cudaStream_t s = nullptr;
-  UploadStream() { EVIT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
-  ~UploadStream() {
-    if (s) cudaStreamDestroy(s);
-  }
-};
-
 }  // namespace
 
 CudaModel::CudaModel(const ModelConfig& cfg, const HostWeights& weights, const CudaOptions& options)
-    : cfg_(cfg), options_(options), graphs_(graphsEnabled()) {
+    : DeviceModel(options), cfg_(cfg) {
   // The attention kernels keep a head's row in registers (cuda/attention.cu): fail at load, not at the first batch.
   if (cfg_.headDim() > kMaxHeadDim)
     throw CudaError("the CUDA attention kernels support head dimensions up to " + std::to_string(kMaxHeadDim) +
                         "; this model has " + std::to_string(cfg_.headDim()) + " (embedDim / numHeads)");
-  EVIT_CUDA_CHECK(cudaSetDevice(device_));
   {
     UploadStream upload;
     weights_ = std::make_unique<DeviceWeights>(cfg_, weights.views(), options_.precision, upload.s);
   }
-  for (int i = 0; i < options_.streams; ++i) {
-    contexts_.push_back(std::make_unique<ExecutionContext>(cfg_, options_, i));
-    free_.push_back(contexts_.back().get());
-  }
+  for (int i = 0; i < options_.streams; ++i) addContext(std::make_unique<ExecutionContext>(cfg_, options_, i));
 }
 
-CudaModel::~CudaModel() {
-  // Every forward holds a reference to the model, so no pass is running; drain anyway.
-  cudaSetDevice(device_);
-  for (auto& ctx : contexts_) cudaStreamSynchronize(ctx->stream);
-  contexts_.clear();
-  weights_.reset();
-}
-
-size_t CudaModel::activationBytes() const {
-  size_t total = 0;
-  for (const auto& ctx : contexts_) total += ctx->device.bytes();
-  return total;
-}
-
-ExecutionContext& CudaModel::acquire() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  contextFreed_.wait(lock, [&] { return !free_.empty(); });
-  ExecutionContext* ctx = free_.back();
-  free_.pop_back();
-  return *ctx;
-}
-
-void CudaModel::release(ExecutionContext& ctx) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.push_back(&ctx);
-  }
-  contextFreed_.notify_one();
-}
+CudaModel::~CudaModel() { drain(); }
 
 void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
   const std::vector<int>& n = req.tokens;
   assert(req.images && req.batch >= 1 && n.size() == (size_t)c.depth + 1);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!dead_.empty()) throw CudaError(dead_);
-  }
-  // The current device is per host thread, and forward runs on whichever worker thread is free.
-  EVIT_CUDA_CHECK(cudaSetDevice(device_));
 
   const int B = req.batch;
   out.logits.assign((size_t)B * c.numClasses, 0.0f);
@@ -105,20 +49,9 @@ void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
     out.kept.push_back({i, perImage, std::vector<int32_t>((size_t)B * perImage)});
   }
   out.profile.assign(req.profile ? profileSize(c.depth) : 0, 0.0);
-
-  ExecutionContext& ctx = acquire();
-  struct Lease {
-    CudaModel& m;
-    ExecutionContext& ctx;
-    ~Lease() { m.release(ctx); }
-  } lease{*this, ctx};
-  try {
-    for (int first = 0; first < B; first += options_.maxBatch)
-      runChunk(ctx, req, n, first, std::min(options_.maxBatch, B - first), out);
-  } catch (const std::exception& e) {
-    recover(ctx, e.what());
-    throw;
-  }
+  runInChunks(B, [&](StreamContext& ctx, int first, int count) {
+    runChunk(static_cast<ExecutionContext&>(ctx), req, n, first, count, out);
+  });
 }
 
 void CudaModel::runChunk(ExecutionContext& ctx, const ForwardRequest& req, const std::vector<int>& n, int first,
@@ -158,53 +91,9 @@ void CudaModel::runChunk(ExecutionContext& ctx, const ForwardRequest& req, const
 
 void CudaModel::launch(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
                        const std::vector<int>& n) {
-  if (!graphs_.load()) return enqueue(ctx, batch, plan, n, nullptr);
   std::vector<int> key{batch};
   for (const BlockPlan& p : plan) key.push_back(p.keep < 0 ? -1 : 2 * p.keep + (p.fuse ? 1 : 0));
-  GraphCache::Entry& entry = ctx.graphs.use(key);
-  if (!entry.exec) {
-    // A shape's first pass runs eagerly: it loads the kernels' modules outside any capture,
-    // and shapes used only once never pay for a capture.
-    if (entry.uses < 2) return enqueue(ctx, batch, plan, n, nullptr);
-    entry.exec = capture(ctx, batch, plan, n);
-    if (!entry.exec) return enqueue(ctx, batch, plan, n, nullptr);
-  }
-  EVIT_CUDA_CHECK(cudaGraphLaunch(entry.exec, ctx.stream));
-}
-
-cudaGraphExec_t CudaModel::capture(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
-                                   const std::vector<int>& n) {
-  // Thread-local mode: passes captured or running on other threads are not disturbed.
-  EVIT_CUDA_CHECK(cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal));
-  bool queued = true;
-  try {
-    enqueue(ctx, batch, plan, n, nullptr);
-  } catch (...) {
-    queued = false;  // a real launch error shows again when the pass runs eagerly
-  }
-  cudaGraph_t graph = nullptr;
-  cudaError_t e = cudaStreamEndCapture(ctx.stream, &graph);
-  cudaGraphExec_t exec = nullptr;
-  if (queued && e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
-  if (graph) cudaGraphDestroy(graph);
-  if (!queued || e != cudaSuccess || !exec) {
-    (void)cudaGetLastError();  // capture errors are not sticky; clear them for the eager pass
-    if (++captureFailures_ >= kMaxCaptureFailures) graphs_ = false;
-    return nullptr;
-  }
-  return exec;
-}
-
-void CudaModel::recover(ExecutionContext& ctx, const std::string& what) {
-  // Kernels queued before the failure may still run: the context's buffers are reused only after them.
-  cudaStreamSynchronize(ctx.stream);
-  (void)cudaGetLastError();
-  const cudaError_t state = cudaStreamSynchronize(ctx.stream);
-  if (state == cudaSuccess) return;
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (dead_.empty())
-    dead_ = std::string("the CUDA device is unusable after an earlier error (") + cudaGetErrorName(state) +
-            ": " + what + "); restart the process to use it again";
+  DeviceModel::launch(ctx, key, [&] { enqueue(ctx, batch, plan, n, nullptr); });
 }
 
 void CudaModel::enqueue(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,

@@ -46,7 +46,34 @@ void OpTimer::addTo(std::vector<double>& profile) const {
   }
 }
 
-ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, int index) {
+StreamContext::StreamContext(size_t laps) {
+  try {
+    // Non-blocking: no implicit ordering with the legacy default stream other code may use.
+    EVIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    events.assign(1 + laps, nullptr);
+    for (cudaEvent_t& e : events) EVIT_CUDA_CHECK(cudaEventCreate(&e));
+  } catch (...) {
+    for (cudaEvent_t e : events)
+      if (e) cudaEventDestroy(e);
+    if (stream) cudaStreamDestroy(stream);
+    throw;
+  }
+}
+
+StreamContext::~StreamContext() {
+  // The owner has synchronised the stream; teardown errors (runtime unloading at exit) are ignored.
+  for (cudaEvent_t e : events)
+    if (e) cudaEventDestroy(e);
+  if (stream) cudaStreamDestroy(stream);
+}
+
+void StreamContext::allocate(const ArenaLayout& d, const ArenaLayout& h, const std::string& what) {
+  device = DeviceArena(d.bytes(), what);
+  host = PinnedBlock(h.bytes(), what);
+}
+
+ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, int index)
+    : StreamContext(profileSize(c.depth)) {
   const size_t B = o.maxBatch, C = c.embedDim, P = c.numPatches(), N = 1 + P, rows = B * N;
   const size_t t = o.precision == Precision::F32 ? sizeof(float) : 2;
   const size_t patchK = (size_t)c.inChans * c.patchSize * c.patchSize;
@@ -69,9 +96,7 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   const size_t hLogits = h.reserve<float>(B * c.numClasses);
   const size_t hOrigins = h.reserve<int32_t>((size_t)c.depth * B * P);
 
-  const std::string what = "execution context " + std::to_string(index) + " (maxBatch " + std::to_string(o.maxBatch) + ")";
-  device = DeviceArena(d.bytes(), what);
-  host = PinnedBlock(h.bytes(), what);
+  allocate(d, h, "execution context " + std::to_string(index) + " (maxBatch " + std::to_string(o.maxBatch) + ")");
   images = device.at<float>(oImages);
   cols = device.at<void>(oCols);
   stream0 = device.at<float>(oS0);
@@ -88,28 +113,10 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   logitsHost = host.at<float>(hLogits);
   originsHost = host.at<int32_t>(hOrigins);
 
-  try {
-    // Non-blocking: no implicit ordering with the legacy default stream other code may use.
-    EVIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    events.assign(1 + profileSize(c.depth), nullptr);  // a start mark, then one per lap
-    for (cudaEvent_t& e : events) EVIT_CUDA_CHECK(cudaEventCreate(&e));
-    std::vector<int32_t> iota(B * P);
-    for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)(i % P);
-    EVIT_CUDA_CHECK(cudaMemcpyAsync(identity, iota.data(), iota.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-    EVIT_CUDA_CHECK(cudaStreamSynchronize(stream));
-  } catch (...) {
-    for (cudaEvent_t e : events)
-      if (e) cudaEventDestroy(e);
-    if (stream) cudaStreamDestroy(stream);
-    throw;
-  }
-}
-
-ExecutionContext::~ExecutionContext() {
-  // The owner has synchronised the stream; teardown errors (runtime unloading at exit) are ignored.
-  for (cudaEvent_t e : events)
-    if (e) cudaEventDestroy(e);
-  if (stream) cudaStreamDestroy(stream);
+  std::vector<int32_t> iota(B * P);
+  for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)(i % P);
+  EVIT_CUDA_CHECK(cudaMemcpyAsync(identity, iota.data(), iota.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  EVIT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 }  // namespace evit::cuda

@@ -1,12 +1,15 @@
 // One batch in flight on the device: a stream, the activation arena sized for the
 // largest batch, pinned result buffers, profiling events and the CUDA graphs captured
 // for it. A model owns a small pool of these; a forward pass holds one from start to end.
+// StreamContext is what every model family's context has; each family lays out its own
+// buffers in the arena (ExecutionContext: DeiT/EViT; cuda/shunted_model.cu: Shunted).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "../src/backend/backend.h"
@@ -55,17 +58,26 @@ class OpTimer {
   std::vector<size_t> slots_;
 };
 
-struct ExecutionContext {
-  ExecutionContext(const ModelConfig& cfg, const CudaOptions& opts, int index);
-  ~ExecutionContext();
-  ExecutionContext(const ExecutionContext&) = delete;
-  ExecutionContext& operator=(const ExecutionContext&) = delete;
+struct StreamContext {
+  // A non-blocking stream and `laps` + 1 events (a start mark, then one per lap); the arenas are
+  // allocated by allocate() once the family has laid its buffers out.
+  explicit StreamContext(size_t laps);
+  virtual ~StreamContext();
+  StreamContext(const StreamContext&) = delete;
+  StreamContext& operator=(const StreamContext&) = delete;
+  // One device and one pinned allocation of the layouts' sizes; `what` names them in an out-of-memory error.
+  void allocate(const ArenaLayout& deviceLayout, const ArenaLayout& hostLayout, const std::string& what);
 
   cudaStream_t stream = nullptr;
   DeviceArena device;
   PinnedBlock host;
   std::vector<cudaEvent_t> events;  // one more than the profile has laps
   GraphCache graphs;
+};
+
+// The DeiT/EViT family's context.
+struct ExecutionContext : StreamContext {
+  ExecutionContext(const ModelConfig& cfg, const CudaOptions& opts, int index);
 
   // Device buffers, sized for maxBatch images. "T" buffers hold the compute type.
   float* images = nullptr;      // [B, inChans, imgH, imgW]

@@ -17,6 +17,7 @@ __device__ __forceinline__ void storeEpilogue(void* out, long i, float v, Epilog
     case Epilogue::BiasGelu: static_cast<T*>(out)[i] = fromFloat<T>(geluErf(v)); break;
     case Epilogue::BiasResidual: static_cast<float*>(out)[i] += v; break;
     case Epilogue::BiasFloat: static_cast<float*>(out)[i] = v; break;
+    case Epilogue::BiasRelu: static_cast<T*>(out)[i] = fromFloat<T>(v < 0.0f ? 0.0f : v); break;
   }
 }
 
@@ -26,10 +27,14 @@ __device__ __forceinline__ void storeEpiloguePair(void* out, long i, float v0, f
   if (ep == Epilogue::BiasGelu) {
     v0 = geluErf(v0);
     v1 = geluErf(v1);
+  } else if (ep == Epilogue::BiasRelu) {
+    v0 = v0 < 0.0f ? 0.0f : v0;  // NaN kept, as the CPU's std::max(v, 0)
+    v1 = v1 < 0.0f ? 0.0f : v1;
   }
   switch (ep) {
     case Epilogue::Bias:
-    case Epilogue::BiasGelu: {
+    case Epilogue::BiasGelu:
+    case Epilogue::BiasRelu: {
       T pair[2] = {fromFloat<T>(v0), fromFloat<T>(v1)};
       if constexpr (sizeof(T) == 2)
         *reinterpret_cast<uint32_t*>(static_cast<T*>(out) + i) = *reinterpret_cast<const uint32_t*>(pair);

@@ -2,7 +2,7 @@
  * The public model: load a checkpoint, run batches, classify images.
  */
 import * as path from 'node:path';
-import { DeviceError, DisposedError, InputError, OptionsError, WeightsError } from './errors';
+import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
 import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
@@ -353,7 +353,7 @@ export async function loadModel(file: string = BUNDLED_MODEL, options: LoadOptio
   const checkpoint = await readCheckpoint(path.resolve(file));
   const card = await readCardFor(file, options.card);
   const resolved = resolveModelSpec(checkpoint, card, options, file);
-  if (resolved.family === 'shunted') return loadShunted(resolved, device, threads);
+  if (resolved.family === 'shunted') return loadShunted(resolved, device, threads, cuda);
   const spec = resolved;
   const { architecture: arch, grid } = spec;
   const { maxPatches } = nativeLimits();
@@ -405,14 +405,10 @@ function warnIfThreadsFixed(threads: number | undefined): void {
     );
 }
 
-/** Why a Shunted model runs on the CPU backend even where CUDA is usable. */
-const SHUNTED_CPU_ONLY = 'the Shunted Transformer runs on the CPU backend only so far (its CUDA kernels are not written yet)';
-
-/** loadModel for a Shunted Transformer: stem BatchNorms folded (float64, once), then the CPU backend. */
-function loadShunted(spec: ShuntedModelSpec, device: ReturnType<typeof resolveDevice>, threads: number | undefined): Model {
+/** loadModel for a Shunted Transformer: stem BatchNorms folded (float64, once), then the backend the device option chose. */
+function loadShunted(spec: ShuntedModelSpec, device: ReturnType<typeof resolveDevice>, threads: number | undefined,
+  cuda: ReturnType<typeof cudaSettings>): Model {
   const arch = spec.architecture;
-  if (device.requested === 'cuda')
-    throw new DeviceError(`${device.source === 'EVIT_DEVICE' ? 'EVIT_DEVICE=' : 'device: '}'cuda' was requested but ${SHUNTED_CPU_ONLY}; use 'cpu' or 'auto'`);
   // Every tensor the forward pass reads, BatchNorm statistics included, checked before folding.
   for (const name of requiredShuntedTensors(arch).keys()) {
     const data = spec.tensors.get(name)!.data;
@@ -421,7 +417,11 @@ function loadShunted(spec: ShuntedModelSpec, device: ReturnType<typeof resolveDe
   }
   const record = shuntedNativeTensors(spec.tensors, arch);
   const { Model: NativeModelClass } = loadBinding();
-  const native = callNative(() => new NativeModelClass(shuntedNativeConfig(arch, spec.imgSize), record, { threads, device: 'cpu' }));
+  const native = callNative(() => new NativeModelClass(
+    shuntedNativeConfig(arch, spec.imgSize),
+    record,
+    device.backend === 'cuda' ? { threads, device: 'cuda', ...cuda } : { threads, device: 'cpu' },
+  ));
   warnIfThreadsFixed(threads);
-  return new Model(native, spec, device.backend === 'cuda' ? SHUNTED_CPU_ONLY : device.reason);
+  return new Model(native, spec, device.reason);
 }

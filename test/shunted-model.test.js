@@ -121,11 +121,19 @@ test('bad options and input sizes are clear errors', async (t) => {
   await rejects(t, evit.loadModel(file, { numHeads: heads, imgSize: 200 }), evit.OptionsError,
     /input 200 px gives stage 1 a 50x50 token grid, which its sr ratio 8 does not divide.*nearest sizes that work, height: 194 or 223/, 'imgSize 200');
   await rejects(t, evit.loadModel(file, { numHeads: heads, imgSize: 8192 }), evit.OptionsError, /imgSize must be an integer in \[1, 4096\]/, 'imgSize too large');
-  // Without a usable GPU the request fails for that reason; with one, because this family has no CUDA kernels yet.
-  await rejects(t, evit.loadModel(file, { numHeads: heads, device: 'cuda' }), evit.DeviceError,
-    evit.backendInfo().cuda.available ? /Shunted Transformer runs on the CPU backend only so far/ : /'cuda' was requested but CUDA cannot be used/, 'device cuda');
+  // device 'cuda' and 'auto' choose as for DeiT: CUDA where it can run (test/gpu checks its results), else
+  // a DeviceError for 'cuda' and the CPU with the reason for 'auto'.
+  const cudaHere = evit.backendInfo().cuda.available;
+  if (cudaHere) {
+    const onCuda = await evit.loadModel(file, { numHeads: heads, imgSize: 64, device: 'cuda' });
+    t.equal(onCuda.backend, 'cuda', 'device cuda runs it on CUDA');
+    onCuda.dispose();
+  } else {
+    await rejects(t, evit.loadModel(file, { numHeads: heads, device: 'cuda' }), evit.DeviceError, /'cuda' was requested but CUDA cannot be used/, 'device cuda without a usable GPU');
+  }
   const auto = await evit.loadModel(file, { numHeads: heads, imgSize: 64, device: 'auto' });
-  t.equal(auto.backend, 'cpu', `device auto runs it on the CPU (${auto.backendReason})`);
+  t.equal(auto.backend, cudaHere ? 'cuda' : 'cpu', `device auto runs it on ${auto.backend} (${auto.backendReason ?? 'a usable GPU'})`);
+  t.equal(auto.backendReason, cudaHere ? null : evit.backendInfo().cuda.reason, 'backendReason: the probe\'s reason, as for DeiT');
   auto.dispose();
   const m = await evit.loadModel(file, { numHeads: heads, imgSize: 64 });
   await rejects(t, m.forward({ data: new Float32Array(3 * 224 * 224), shape: [1, 3, 224, 224] }), evit.InputError, /expected \[batch, 3, 64, 64\]/, 'an input of another size');

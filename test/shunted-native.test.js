@@ -122,7 +122,8 @@ test('missing or misshapen tensors and bad requests are clear errors', async (t)
   t.throws(() => new binding.Model(cfg, unfolded), /missing tensor patch_embed1\.conv\.0\.bias/, 'an unfolded stem');
   t.throws(() => new binding.Model(cfg, { ...tensors, 'block3.0.attn.sr2.weight': new Float32Array(5) }),
     /tensor block3\.0\.attn\.sr2\.weight has 5 elements, expected 576/, 'a misshapen sr conv');
-  t.throws(() => new binding.Model(cfg, tensors, { device: 'cuda' }), /Shunted Transformer runs on the CPU backend only so far/, 'no CUDA yet');
+  if (!binding.backendInfo().cuda.available)
+    t.throws(() => new binding.Model(cfg, tensors, { device: 'cuda' }), /CUDA backend: .*(cannot run here|no CUDA backend)/, 'device cuda without a usable GPU says why');
   const m = new binding.Model(cfg, { ...tensors, 'patch_embed1.conv.1.running_var': new Float32Array(64) });
   const image = new Float32Array(3 * 64 * 64);
   t.throws(() => m.forward(image, 1, new Int32Array(1), new Uint8Array(1)), /keep has 1 elements, expected 0/, 'a plan');

@@ -12,6 +12,7 @@
 #include "../../src/binding/napi_args.h"
 #include "../../src/testing/testing_exports.h"
 #include "../attention_internal.h"
+#include "../conv_layout.h"
 #include "../kernels.h"
 #include "../linear_internal.h"
 
@@ -126,7 +127,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body&& body) {
   }
 }
 
-// layerNorm(x, rows, C, w, b, eps, precision)
+// layerNorm(x, rows, C, w, b, eps, precision, gelu?): gelu runs layerNormGelu
 Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   const int rows = intArg(info[1], "rows", 1, kMaxDim), C = intArg(info[2], "C", 1, kMaxDim);
   auto x = typedArrayArg<float>(info[0], "x", (int64_t)rows * C);
@@ -136,18 +137,22 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
     throw typeError(info.Env(), "eps must be a non-negative number");
   const float eps = info[5].As<Napi::Number>().FloatValue();
   const Precision p = precisionArg(info[6]);
+  const bool gelu = info.Length() > 7 && info[7].ToBoolean();
   return guarded(info, [&] {
     return withPrecision(p, [&](auto tag) -> Napi::Value {
       using T = decltype(tag);
       DeviceBuffer dx = upload(x.Data(), x.ElementLength()), dw = upload(w.Data(), C), db = upload(b.Data(), C);
       DeviceBuffer dy((size_t)rows * C * sizeof(T));
-      cu::layerNorm<T>(dy.as<T>(), dx.as<float>(), C, dw.as<float>(), db.as<float>(), rows, C, eps, 0);
+      if (gelu)
+        cu::layerNormGelu<T>(dy.as<T>(), dx.as<float>(), C, dw.as<float>(), db.as<float>(), rows, C, eps, 0);
+      else
+        cu::layerNorm<T>(dy.as<T>(), dx.as<float>(), C, dw.as<float>(), db.as<float>(), rows, C, eps, 0);
       return download<T>(info.Env(), dy, (size_t)rows * C);
     });
   });
 }
 
-// linear(x, M, K, W, b, N, epilogue: 'bias' | 'gelu' | 'residual' | 'float', precision,
+// linear(x, M, K, W, b, N, epilogue: 'bias' | 'gelu' | 'residual' | 'float' | 'relu', precision,
 //        residual?, path?: 'auto' | 'simt' | 'mma')
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -162,7 +167,8 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   else if (epName == "gelu") ep = cu::Epilogue::BiasGelu;
   else if (epName == "residual") ep = cu::Epilogue::BiasResidual;
   else if (epName == "float") ep = cu::Epilogue::BiasFloat;
-  else throw rangeError(env, "epilogue must be 'bias', 'gelu', 'residual' or 'float'");
+  else if (epName == "relu") ep = cu::Epilogue::BiasRelu;
+  else throw rangeError(env, "epilogue must be 'bias', 'gelu', 'residual', 'float' or 'relu'");
   const Precision p = precisionArg(info[7]);
   const float* residual = nullptr;
   if (ep == cu::Epilogue::BiasResidual) residual = typedArrayArg<float>(info[8], "residual", (int64_t)M * N).Data();
@@ -294,6 +300,162 @@ Napi::Value AssembleTokens(const Napi::CallbackInfo& info) {
   });
 }
 
+// conv2d(x, layout: 'nchw' | 'nhwc', W [Cout, Cin, k, k], b, B, H, W, Cin, Cout, k, stride, pad,
+//        epilogue: 'bias' | 'relu' | 'float', precision, input?: 'float' | 'compute')
+//   -> Float32Array [B, Ho, Wo, Cout]. input 'compute': x is first rounded to the precision on the
+//   device and read as T (an activation), else read as fp32 (the image, the residual stream).
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string layout = info[1].ToString().Utf8Value();
+  if (layout != "nchw" && layout != "nhwc") throw rangeError(env, "layout must be 'nchw' or 'nhwc'");
+  const int B = intArg(info[4], "B", 1, 4096), H = intArg(info[5], "H", 1, 4096), Wd = intArg(info[6], "W", 1, 4096),
+            Cin = intArg(info[7], "Cin", 1, 4096), Cout = intArg(info[8], "Cout", 1, 4096),
+            k = intArg(info[9], "k", 1, 16), stride = intArg(info[10], "stride", 1, 16), pad = intArg(info[11], "pad", 0, 8);
+  if (H + 2 * pad < k || Wd + 2 * pad < k) throw rangeError(env, "the kernel does not fit the padded image");
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)B * H * Wd * Cin);
+  auto W = typedArrayArg<float>(info[2], "W", (int64_t)Cout * Cin * k * k);
+  auto b = typedArrayArg<float>(info[3], "b", Cout);
+  const std::string epName = info[12].ToString().Utf8Value();
+  cu::Epilogue ep;
+  if (epName == "bias") ep = cu::Epilogue::Bias;
+  else if (epName == "relu") ep = cu::Epilogue::BiasRelu;
+  else if (epName == "float") ep = cu::Epilogue::BiasFloat;
+  else throw rangeError(env, "epilogue must be 'bias', 'relu' or 'float'");
+  const Precision p = precisionArg(info[13]);
+  const std::string input = info.Length() > 14 && !info[14].IsUndefined() ? info[14].ToString().Utf8Value() : "float";
+  if (input != "float" && input != "compute") throw rangeError(env, "input must be 'float' or 'compute'");
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (Wd + 2 * pad - k) / stride + 1, Kp = cu::convDepth(Cin, k);
+  const size_t rows = (size_t)B * Ho * Wo, outN = rows * Cout;
+  std::vector<float> Wp((size_t)Cout * Kp);
+  cu::convWeightForGemm(Wp.data(), W.Data(), Cout, Cin, k);
+  const cu::ImageLayout lay = layout == "nchw" ? cu::ImageLayout::NCHW : cu::ImageLayout::NHWC;
+  return guarded(info, [&] {
+    return withPrecision(p, [&](auto tag) -> Napi::Value {
+      using T = decltype(tag);
+      const bool floatOut = ep == cu::Epilogue::BiasFloat;
+      DeviceBuffer dW = uploadAs<T>(Wp.data(), Wp.size()), db = upload(b.Data(), Cout);
+      DeviceBuffer dcols(rows * Kp * sizeof(T)), dout(outN * (floatOut ? sizeof(float) : sizeof(T)));
+      if (input == "compute") {
+        DeviceBuffer dx = uploadAs<T>(x.Data(), x.ElementLength());
+        cu::conv2d<T, T>(dout.as<void>(), dcols.as<T>(), dx.as<T>(), lay, dW.as<T>(), db.as<float>(), B, H, Wd, Cin,
+                         Cout, k, stride, pad, ep, 0);
+        return floatOut ? download<float>(env, dout, outN) : download<T>(env, dout, outN);
+      }
+      DeviceBuffer dx = upload(x.Data(), x.ElementLength());
+      cu::conv2d<T, float>(dout.as<void>(), dcols.as<T>(), dx.as<float>(), lay, dW.as<T>(), db.as<float>(), B, H, Wd,
+                           Cin, Cout, k, stride, pad, ep, 0);
+      return floatOut ? download<float>(env, dout, outN) : download<T>(env, dout, outN);
+    });
+  });
+}
+
+// depthwise3x3(x, xOffset, ldx, add | null, addOffset, ldAdd, W [C, 1, 3, 3], b, B, H, W, C, gelu,
+//              inPlace, precision) -> Float32Array [B·H·W, C], as the CPU op's export. inPlace: the
+//   output is written over (a copy of) add, which must then be contiguous.
+Napi::Value Depthwise3x3(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[8], "B", 1, 4096), H = intArg(info[9], "H", 1, 4096), Wd = intArg(info[10], "W", 1, 4096),
+            C = intArg(info[11], "C", 1, kMaxDim);
+  const int64_t pixels = (int64_t)B * H * Wd;
+  auto xa = typedArrayArg<float>(info[0], "x");
+  const RowView xv = rowView(xa, info[1], info[2], pixels, C, "x");
+  Napi::TypedArrayOf<float> aa;
+  RowView av{0, C};
+  const bool hasAdd = !info[3].IsNull() && !info[3].IsUndefined();
+  if (hasAdd) {
+    aa = typedArrayArg<float>(info[3], "add");
+    av = rowView(aa, info[4], info[5], pixels, C, "add");
+  }
+  auto W = typedArrayArg<float>(info[6], "W", (int64_t)C * 9);
+  auto b = typedArrayArg<float>(info[7], "b", C);
+  const bool gelu = info[12].ToBoolean(), inPlace = info[13].ToBoolean();
+  if (inPlace && (!hasAdd || av.stride != C)) throw rangeError(env, "inPlace needs a contiguous add (row stride C)");
+  const Precision p = precisionArg(info[14]);
+  std::vector<float> Wt((size_t)C * 9);
+  cu::depthwiseWeightToTaps(Wt.data(), W.Data(), C);
+  const size_t outN = (size_t)pixels * C;
+  return guarded(info, [&] {
+    return withPrecision(p, [&](auto tag) -> Napi::Value {
+      using T = decltype(tag);
+      DeviceBuffer dx = uploadAs<T>(xa.Data(), xa.ElementLength()), dW = upload(Wt.data(), Wt.size()),
+                   db = upload(b.Data(), C);
+      DeviceBuffer dadd = hasAdd && !inPlace ? uploadAs<T>(aa.Data(), aa.ElementLength()) : DeviceBuffer(0);
+      DeviceBuffer dout = inPlace ? uploadAs<T>(aa.Data() + av.offset, outN) : DeviceBuffer(outN * sizeof(T));
+      const T* add = inPlace ? dout.as<T>() : hasAdd ? dadd.as<T>() + av.offset : nullptr;
+      cu::depthwise3x3<T>(dout.as<T>(), dx.as<T>() + xv.offset, xv.stride, add, av.stride, dW.as<float>(),
+                          db.as<float>(), B, H, Wd, C, gelu, 0);
+      return download<T>(env, dout, outN);
+    });
+  });
+}
+
+// groupAttention(out, oOffset, ldo, q, qOffset, ldq, k, kOffset, ldk, v, vOffset, ldv, B, N, M, heads,
+//                headDim, precision, withProbs?, path?: 'auto' | 'simt' | 'mma')
+//   -> { out: a copy of out with the attention written into its heads' channels, probs? [B, heads, M] }
+Napi::Value GroupAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int B = intArg(info[12], "B", 1, 65535), N = intArg(info[13], "N", 1, 65536), M = intArg(info[14], "M", 1, 65536),
+            H = intArg(info[15], "heads", 1, 4096), d = intArg(info[16], "headDim", 1, 128);
+  const int width = H * d;
+  auto oa = typedArrayArg<float>(info[0], "out");
+  const RowView ov = rowView(oa, info[1], info[2], (int64_t)B * N, width, "out");
+  auto qa = typedArrayArg<float>(info[3], "q");
+  const RowView qv = rowView(qa, info[4], info[5], (int64_t)B * N, width, "q");
+  auto ka = typedArrayArg<float>(info[6], "k");
+  const RowView kv = rowView(ka, info[7], info[8], (int64_t)B * M, width, "k");
+  auto va = typedArrayArg<float>(info[9], "v");
+  const RowView vv = rowView(va, info[10], info[11], (int64_t)B * M, width, "v");
+  const Precision p = precisionArg(info[17]);
+  const bool withProbs = info.Length() > 18 && info[18].ToBoolean();
+  const std::string path = pathArg(info, 19);
+  if (path == "mma" && (p == Precision::F32 || d % 16 != 0))
+    throw rangeError(env, "path 'mma' needs precision 'f16' or 'bf16' and headDim % 16 == 0");
+  return guarded(info, [&] {
+    return withPrecision(p, [&](auto tag) -> Napi::Value {
+      using T = decltype(tag);
+      DeviceBuffer dout = uploadAs<T>(oa.Data(), oa.ElementLength()), dq = uploadAs<T>(qa.Data(), qa.ElementLength()),
+                   dk = uploadAs<T>(ka.Data(), ka.ElementLength()), dv = uploadAs<T>(va.Data(), va.ElementLength());
+      const size_t probsN = withProbs ? (size_t)B * H * M : 0;
+      DeviceBuffer dprobs(probsN * sizeof(float));
+      float* probs = withProbs ? dprobs.as<float>() : nullptr;
+      T* o = dout.as<T>() + ov.offset;
+      const T *q = dq.as<T>() + qv.offset, *k = dk.as<T>() + kv.offset, *v = dv.as<T>() + vv.offset;
+      if (path == "simt") {
+        cu::attentionSimt<T>(o, ov.stride, probs, q, qv.stride, k, kv.stride, v, vv.stride, B, N, M, H, d, 0);
+      } else if constexpr (!std::is_same_v<T, float>) {
+        if (path == "mma") {
+          if (!cu::attentionMmaFits(o, ov.stride, q, qv.stride, k, kv.stride, v, vv.stride, d))
+            throw rangeError(env, "path 'mma' needs k and v rows 16-byte and q and out rows 4-byte aligned");
+          cu::attentionMma<T>(o, ov.stride, probs, q, qv.stride, k, kv.stride, v, vv.stride, B, N, M, H, d, 0);
+        } else {
+          cu::groupAttention<T>(o, ov.stride, probs, q, qv.stride, k, kv.stride, v, vv.stride, B, N, M, H, d, 0);
+        }
+      } else {
+        cu::groupAttention<T>(o, ov.stride, probs, q, qv.stride, k, kv.stride, v, vv.stride, B, N, M, H, d, 0);
+      }
+      Napi::Object res = Napi::Object::New(env);
+      res.Set("out", download<T>(env, dout, oa.ElementLength()));
+      if (withProbs) res.Set("probs", download<float>(env, dprobs, probsN));
+      return res;
+    });
+  });
+}
+
+// meanTokens(x, B, N, C, precision) -> Float32Array [B, C]
+Napi::Value MeanTokens(const Napi::CallbackInfo& info) {
+  const int B = intArg(info[1], "B", 1, 65536), N = intArg(info[2], "N", 1, kMaxDim), C = intArg(info[3], "C", 1, kMaxDim);
+  auto x = typedArrayArg<float>(info[0], "x", (int64_t)B * N * C);
+  const Precision p = precisionArg(info[4]);
+  return guarded(info, [&] {
+    return withPrecision(p, [&](auto tag) -> Napi::Value {
+      using T = decltype(tag);
+      DeviceBuffer dx = upload(x.Data(), x.ElementLength()), dout((size_t)B * C * sizeof(T));
+      cu::meanTokens<T>(dout.as<T>(), dx.as<float>(), B, N, C, 0);
+      return download<T>(info.Env(), dout, (size_t)B * C);
+    });
+  });
+}
+
 // convert(x, precision) -> Float32Array: x rounded to the precision on the device.
 Napi::Value Convert(const Napi::CallbackInfo& info) {
   auto x = typedArrayArg<float>(info[0], "x");
@@ -318,6 +480,10 @@ Napi::Object DefineCudaOps(Napi::Env env) {
   o.Set("patchify", Napi::Function::New<Patchify>(env, "patchify"));
   o.Set("assembleTokens", Napi::Function::New<AssembleTokens>(env, "assembleTokens"));
   o.Set("convert", Napi::Function::New<Convert>(env, "convert"));
+  o.Set("conv2d", Napi::Function::New<Conv2d>(env, "conv2d"));
+  o.Set("depthwise3x3", Napi::Function::New<Depthwise3x3>(env, "depthwise3x3"));
+  o.Set("groupAttention", Napi::Function::New<GroupAttention>(env, "groupAttention"));
+  o.Set("meanTokens", Napi::Function::New<MeanTokens>(env, "meanTokens"));
   return o;
 }
 

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "host_weights.h"
+#include "shunted.h"
 
 namespace evit {
 
@@ -50,5 +51,9 @@ struct CudaOptions {
 // build or this machine cannot run CUDA.
 std::shared_ptr<PreparedModel> makeCudaModel(const ModelConfig& cfg, const HostWeights& weights,
                                              const CudaOptions& options);
+// The same for a Shunted Transformer (cfg has passed validateShuntedConfig); also throws when a
+// stage's attention needs more than the device's kernels take (head dim, shared memory).
+std::shared_ptr<PreparedModel> makeCudaShuntedModel(const ShuntedConfig& cfg, const HostWeights& weights,
+                                                    const CudaOptions& options);
 
 }  // namespace evit

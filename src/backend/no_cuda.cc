@@ -21,4 +21,9 @@ std::shared_ptr<PreparedModel> makeCudaModel(const ModelConfig&, const HostWeigh
                            "; rebuild with the CUDA toolkit installed or use device: 'cpu'");
 }
 
+std::shared_ptr<PreparedModel> makeCudaShuntedModel(const ShuntedConfig&, const HostWeights&, const CudaOptions&) {
+  throw std::runtime_error(std::string(kNoCuda) +
+                           "; rebuild with the CUDA toolkit installed or use device: 'cpu'");
+}
+
 }  // namespace evit

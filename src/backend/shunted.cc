@@ -55,6 +55,13 @@ void validateShuntedConfig(const ShuntedConfig& c) {
   }
 }
 
+std::vector<int> validateShuntedPlan(const std::vector<BlockPlan>& plan) {
+  if (!plan.empty())
+    throw ArgumentError("plan has " + std::to_string(plan.size()) +
+                        " entries; a Shunted Transformer drops no tokens, so keep and fuse must be empty");
+  return {};
+}
+
 std::vector<TensorSpec> shuntedTensorSpecs(const ShuntedConfig& c) {
   std::vector<TensorSpec> s;
   auto add = [&](const std::string& name, size_t n) { s.push_back({name, n}); };

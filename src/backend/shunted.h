@@ -73,6 +73,10 @@ inline std::array<StageGrid, kShuntedStages> shuntedStageGrids(const ShuntedConf
 // stage's grid divisible by its sr ratio; throws ArgumentError naming the field.
 void validateShuntedConfig(const ShuntedConfig& c);
 
+// A Shunted Transformer drops nothing: a request's plan must be empty (ArgumentError otherwise);
+// ForwardRequest::tokens is then empty too. Both backends' validatePlan.
+std::vector<int> validateShuntedPlan(const std::vector<BlockPlan>& plan);
+
 // Every tensor the forward pass reads, in the authors' names and state-dict order, except that
 // each stem BatchNorm arrives folded into its convolution: `patch_embed1.conv.{0,3,..}.weight`
 // plus a `.bias`, and no BatchNorm tensors. Convolution weights in torch layout [Cout, Cin/groups, k, k].

@@ -205,23 +205,21 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
     throw nativeFailure(env, "out of memory copying the weights");
   }
   weightBytes_ = weights->bytes();
-  if (shunted) {
-    if (backend.cuda)
-      throw nativeFailure(env, "CUDA backend: the Shunted Transformer runs on the CPU backend only so far; use device: 'cpu'");
+  if (!backend.cuda) {
     try {
-      model_ = std::make_shared<cpu::CpuShuntedModel>(shuntedCfg, std::move(weights));
+      if (shunted)
+        model_ = std::make_shared<cpu::CpuShuntedModel>(shuntedCfg, std::move(weights));
+      else
+        model_ = std::make_shared<cpu::CpuModel>(cfg, std::move(weights));
     } catch (const std::bad_alloc&) {
       throw nativeFailure(env, "out of memory preparing the model");
     }
     return;
   }
-  if (!backend.cuda) {
-    model_ = std::make_shared<cpu::CpuModel>(cfg, std::move(weights));
-    return;
-  }
   try {
     // The device keeps its own copy: the host weights are freed when this scope ends.
-    model_ = makeCudaModel(cfg, *weights, backend.cudaOptions);
+    model_ = shunted ? makeCudaShuntedModel(shuntedCfg, *weights, backend.cudaOptions)
+                     : makeCudaModel(cfg, *weights, backend.cudaOptions);
   } catch (const std::bad_alloc&) {
     throw nativeFailure(env, "out of host memory preparing the model for CUDA");
   } catch (const std::exception& e) {

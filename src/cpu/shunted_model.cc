@@ -123,13 +123,6 @@ CpuShuntedModel::CpuShuntedModel(const ShuntedConfig& cfg, std::shared_ptr<HostW
   weights_ = std::move(weights);
 }
 
-std::vector<int> CpuShuntedModel::validatePlan(const std::vector<BlockPlan>& plan) const {
-  if (!plan.empty())
-    throw ArgumentError("plan has " + std::to_string(plan.size()) +
-                        " entries; a Shunted Transformer drops no tokens, so keep and fuse must be empty");
-  return {};
-}
-
 void CpuShuntedModel::forward(const ForwardRequest& req, ForwardResult& out) {
   assert(req.images && req.batch >= 1 && req.plan.empty());
   ThreadPool& tp = pool();

@@ -22,7 +22,7 @@ class CpuShuntedModel : public PreparedModel {
   InputShape input() const override { return {cfg_.inChans, cfg_.imgH, cfg_.imgW}; }
   int numClasses() const override { return cfg_.numClasses; }
   int planLength() const override { return 0; }
-  std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const override;
+  std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const override { return validateShuntedPlan(plan); }
   size_t activationBytes() const override { return arena_.bytes(); }
   void forward(const ForwardRequest& req, ForwardResult& out) override;
 

@@ -146,17 +146,12 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
   return copyOf(info.Env(), out.data(), out.size());
 }
 
-// A row-strided view into a typed array: `rows` rows of `width` floats, row r at offset + r·ld.
+// The start of a row-strided view (testing_exports.h), its stride in *ldOut.
 const float* span(const Napi::TypedArrayOf<float>& a, const Napi::Value& offset, const Napi::Value& ld, int64_t rows,
                   int width, const std::string& what, long* ldOut) {
-  const int64_t off = intArg(offset, what + " offset", 0, INT32_MAX);
-  const int64_t stride = intArg(ld, what + " row stride", width, INT32_MAX);
-  if (off + (rows - 1) * stride + width > (int64_t)a.ElementLength())
-    throw rangeError(a.Env(), what + " (" + std::to_string(a.ElementLength()) + " floats) is too short for " +
-                                  std::to_string(rows) + " rows of " + std::to_string(width) + " at offset " +
-                                  std::to_string(off) + ", row stride " + std::to_string(stride));
-  *ldOut = (long)stride;
-  return a.Data() + off;
+  const RowView v = rowView(a, offset, ld, rows, width, what);
+  *ldOut = v.stride;
+  return a.Data() + v.offset;
 }
 
 // conv2d(x, layout: 'nchw' | 'nhwc', W [Cout, Cin, k, k], b, B, H, W, Cin, Cout, k, stride, pad,

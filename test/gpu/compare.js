@@ -20,6 +20,14 @@ const LOGIT_TOL = { f32: 1e-3, f16: 3e-2, bf16: 1.5e-1 };
 const REORGANISED_LOGIT_TOL = { f16: 1.5e-1, bf16: 4e-1 };
 /** Fraction of (image, reorganising block) pairs whose kept sets must be identical in 16-bit (measured 0.992 / 0.919). */
 const KEPT_AGREEMENT = { f16: 0.97, bf16: 0.85 };
+/**
+ * Shunted Transformer against the CPU on its two random-weight fixtures (test/fixtures/shunted,
+ * logits within ±7) at 64 px: f32 as DeiT's; 16-bit measured on the SIMT emulator over 64 random
+ * images per fixture (largest deviation: f16 0.0043 / 0.0090, bf16 0.021 / 0.143 for shunted-c0 /
+ * shunted-c2, whose stem has two more 3×3 convs and whose first stage attends at sr 2) and set with
+ * margin; docs/CUDA.md quotes these.
+ */
+const SHUNTED_LOGIT_TOL = { f32: 1e-3, f16: 3e-2, bf16: 3e-1 };
 
 /** CPU and CUDA models of the test checkpoint with the same schedule options. */
 async function modelPair(precision, options = {}) {
@@ -149,6 +157,6 @@ async function rejects(t, promise, pred, msg) {
 }
 
 module.exports = {
-  rejects, LOGIT_TOL, REORGANISED_LOGIT_TOL, KEPT_AGREEMENT, modelPair, bundledPair, randomImages, fashionImages, fixtureInput,
+  rejects, LOGIT_TOL, REORGANISED_LOGIT_TOL, KEPT_AGREEMENT, SHUNTED_LOGIT_TOL, modelPair, bundledPair, randomImages, fashionImages, fixtureInput,
   checkLogits, checkKept, checkKeptAgreement,
 };

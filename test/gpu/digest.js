@@ -1,11 +1,12 @@
 'use strict';
 // A fixed CUDA workload whose results are printed as one SHA-256: every precision, dense and
-// reorganising, fused or not, chunked and in flight together. Run under each thread order of the
+// reorganising, fused or not, chunked and in flight together, and a Shunted Transformer. Run under each thread order of the
 // SIMT emulator (EVIT_SIMT_SCHEDULE), the digests must be equal: a race between a block's threads
 // that the tests' tolerances would forgive still changes a bit somewhere.
 const crypto = require('node:crypto');
 const { loadModel } = require('../../dist');
 const { tinyModel, tinyOptions } = require('../helpers/fixtures');
+const { golden, shuntedFixture } = require('../helpers/shuntedFixtures');
 const { randomImages, fashionImages } = require('./compare');
 
 async function main() {
@@ -23,6 +24,10 @@ async function main() {
     const bundled = await loadModel(undefined, { device: 'cuda', precision });
     add(await bundled.forward(fashionImages(bundled, 8)));
     bundled.dispose();
+    const c0 = golden.models[0];
+    const shunted = await loadModel(shuntedFixture(c0.files['pth-model']), { numHeads: c0.arch.numHeads, imgSize: 64, device: 'cuda', precision });
+    add(await shunted.forward(randomImages(shunted, 2, 3)));
+    shunted.dispose();
   }
   process.stdout.write(`${hash.digest('hex')}\n`);
 }

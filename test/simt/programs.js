@@ -5,8 +5,8 @@ const path = require('node:path');
 const { ROOT } = require('./build');
 
 /** Kernel sources of cuda/ (the .cu files without host orchestration), relative to the tree root. */
-const KERNEL_SOURCES = ['attention.cu', 'attention_mma.cu', 'convert.cu', 'cuda_check.cu', 'layer_norm.cu', 'linear.cu',
-  'linear_mma.cu', 'patch_embed.cu', 'smem_limit.cu', 'topk_gather_fuse.cu'].map((f) => `cuda/${f}`);
+const KERNEL_SOURCES = ['attention.cu', 'attention_mma.cu', 'conv2d.cu', 'convert.cu', 'cuda_check.cu', 'depthwise_conv.cu',
+  'layer_norm.cu', 'linear.cu', 'linear_mma.cu', 'patch_embed.cu', 'smem_limit.cu', 'token_mean.cu', 'topk_gather_fuse.cu'].map((f) => `cuda/${f}`);
 
 /** The kernel test program, from `root` (the repository or a mutant copy of it). */
 function kernelProgram({ root = ROOT, flavour = 'release', name = 'simt_kernels', extra = [] } = {}) {

@@ -1,5 +1,6 @@
 // Every kernel of cuda/ run on the emulator against float64 references, at small awkward
-// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling),
+// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling, attention
+// of N queries against M keys at separate row strides),
 // in f32, f16 and bf16, each under forward, reverse and random:12345 thread orders with
 // bit-identical results across them. Tolerances are docs/CUDA.md's (test/gpu/ops.test.js):
 // relative to each element's Σ|terms|, 2e-5 for f32, 1.5e-3 for f16, 8e-3 for bf16.
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "attention_internal.h"
+#include "conv_layout.h"
 #include "evit_simt/control.h"
 #include "harness.h"
 #include "kernels.h"
@@ -88,7 +90,8 @@ Bytes concat(std::initializer_list<Bytes> parts) {
   return all;
 }
 
-// argv[2]: run only the tests of one op ("convert", "layerNorm", "linear", "attention", "patch").
+// argv[2]: run only the tests of one op ("convert", "layerNorm", "linear", "attention", "patch", "conv",
+// "depthwise", "mean").
 std::string opFilter;
 bool wanted(const char* op) { return opFilter.empty() || opFilter == op; }
 
@@ -185,8 +188,9 @@ void convertTest() {
 // ---- layerNorm ---------------------------------------------------------------------------
 
 template <class T>
-void layerNormTest(int rows, int C, long stride) {
-  const std::string label = std::string("layerNorm ") + Ty<T>::name + " " + std::to_string(rows) + "x" + std::to_string(C) +
+void layerNormTest(int rows, int C, long stride, bool gelu = false) {
+  const std::string label = std::string(gelu ? "layerNormGelu " : "layerNorm ") + Ty<T>::name + " " +
+                            std::to_string(rows) + "x" + std::to_string(C) +
                             (stride != C ? " row stride " + std::to_string(stride) : "");
   const auto x = uniform((size_t)(rows - 1) * stride + C, -3, 5);
   const auto w = uniform(C, 0.5f, 1.5f), b = uniform(C, -0.2f, 0.2f);
@@ -198,11 +202,15 @@ void layerNormTest(int rows, int C, long stride) {
   Bytes out;
   if (!scheduled(label, [&] {
         y.poison();
-        layerNorm<T>(y.p(), dx.p(), stride, dw.p(), db.p(), rows, C, 1e-6f, nullptr);
+        if (gelu)
+          layerNormGelu<T>(y.p(), dx.p(), stride, dw.p(), db.p(), rows, C, 1e-5f, nullptr);
+        else
+          layerNorm<T>(y.p(), dx.p(), stride, dw.p(), db.p(), rows, C, 1e-6f, nullptr);
         return y.bytes();
       }, out))
     return;
-  const auto want = reference::layerNorm(x, stride, rows, C, w, b, 1e-6);
+  const auto want = gelu ? reference::layerNormGelu(x, stride, rows, C, w, b, 1e-5)
+                         : reference::layerNorm(x, stride, rows, C, w, b, 1e-6);
   const auto c = reference::compare(widen(as<T>(out, 0, (size_t)rows * C)), want.out, &want.scale, kAtol, Ty<T>::rtol);
   check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
 }
@@ -212,7 +220,8 @@ void layerNormTest(int rows, int C, long stride) {
 enum class Path { Auto, Simt, Mma };
 const char* pathName(Path p) { return p == Path::Auto ? "auto" : p == Path::Simt ? "simt" : "mma"; }
 const char* epName(Epilogue e) {
-  return e == Epilogue::Bias ? "bias" : e == Epilogue::BiasGelu ? "gelu" : e == Epilogue::BiasResidual ? "residual" : "float";
+  return e == Epilogue::Bias ? "bias" : e == Epilogue::BiasGelu ? "gelu" : e == Epilogue::BiasResidual ? "residual"
+         : e == Epilogue::BiasRelu ? "relu" : "float";
 }
 
 // `expect`: part of the kernel name that must have run (which tiling).
@@ -248,7 +257,8 @@ void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& 
   const reference::Ep rep = ep == Epilogue::Bias ? reference::Ep::Bias
                             : ep == Epilogue::BiasGelu ? reference::Ep::Gelu
                             : ep == Epilogue::BiasResidual ? reference::Ep::Residual
-                                                           : reference::Ep::Float;
+                            : ep == Epilogue::BiasRelu ? reference::Ep::Relu
+                                                       : reference::Ep::Float;
   const auto want = reference::linear(widen(xv), M, K, widen(Wv), b, N, rep, res);
   // fp32 outputs are not rounded to T: f32's tolerance, plus the accumulation of 16-bit products.
   const double rtol = floatOut ? std::max(Ty<float>::rtol, Ty<T>::rtol / 8) : Ty<T>::rtol;
@@ -259,7 +269,8 @@ void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& 
 
 template <class T>
 void linearTests() {
-  const Epilogue all[] = {Epilogue::Bias, Epilogue::BiasGelu, Epilogue::BiasResidual, Epilogue::BiasFloat};
+  const Epilogue all[] = {Epilogue::Bias, Epilogue::BiasGelu, Epilogue::BiasResidual, Epilogue::BiasFloat,
+                          Epilogue::BiasRelu};
   const std::string simt = "linearSimtKernel";
   for (Epilogue ep : all) {
     linearTest<T>(Path::Simt, 130, 48, 70, ep, simt);  // edge tiles in M and N
@@ -355,6 +366,103 @@ void attentionTests() {
     attentionTest<T>(Path::Mma, 1, 130, 1, 64, m64, 64);
     attentionTest<T>(Path::Mma, 1, 300, 1, 64, m64, 32);
     setSms(132);
+  }
+}
+
+// groupAttention: N queries against M keys, q and out a channel slice of wider rows (a head
+// group of shunted attention: q at column qOff of rows of ldq), k and v in separate tensors with
+// their own strides. Columns of out outside the slice must keep their poison (never written).
+struct GroupCase {
+  int B, N, M, H, d;
+  long ldq, qOff, ldk, ldv, ldo, oOff;
+};
+
+template <class T>
+void groupAttentionTest(Path path, const GroupCase& g, const std::string& expect) {
+  const int B = g.B, N = g.N, M = g.M, H = g.H, d = g.d;
+  const std::string label = std::string("groupAttention ") + Ty<T>::name + " " + pathName(path) + " B" +
+                            std::to_string(B) + " N" + std::to_string(N) + " M" + std::to_string(M) + " h" +
+                            std::to_string(H) + " d" + std::to_string(d) + " ldq" + std::to_string(g.ldq) + "+" +
+                            std::to_string(g.qOff) + " ldk" + std::to_string(g.ldk) + " ldv" + std::to_string(g.ldv) +
+                            " ldo" + std::to_string(g.ldo) + "+" + std::to_string(g.oOff);
+  const size_t C = (size_t)H * d, outN = (size_t)B * N * g.ldo;
+  const auto qv = rounded<T>(uniform((size_t)B * N * g.ldq, -2, 2));
+  const auto kv = rounded<T>(uniform((size_t)B * M * g.ldk, -2, 2));
+  const auto vv = rounded<T>(uniform((size_t)B * M * g.ldv, -2, 2));
+  Buf<T> dq(qv.size()), dk(kv.size()), dv(vv.size()), dout(outN);
+  Buf<float> dp((size_t)B * H * M);
+  dq.up(qv);
+  dk.up(kv);
+  dv.up(vv);
+  auto call = [&](float* probs) {
+    T* out = dout.p() + g.oOff;
+    const T* q = dq.p() + g.qOff;
+    if (path == Path::Auto) groupAttention<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+    if (path == Path::Simt) attentionSimt<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+    if constexpr (!std::is_same_v<T, float>)
+      if (path == Path::Mma) attentionMma<T>(out, g.ldo, probs, q, g.ldq, dk.p(), g.ldk, dv.p(), g.ldv, B, N, M, H, d, nullptr);
+  };
+  Bytes withProbs, plain;
+  if (!scheduled(label + " with row-0 probabilities", [&] {
+        dout.poison();
+        dp.poison();
+        call(dp.p());
+        return concat({dout.bytes(), dp.bytes()});
+      }, withProbs))
+    return;
+  check(ran(expect), label + ": ran " + expect + " (" + ranKernel() + ")");
+  if (!scheduled(label + " without", [&] {
+        dout.poison();
+        call(nullptr);
+        return dout.bytes();
+      }, plain))
+    return;
+  const size_t outBytes = outN * sizeof(T);
+  check(std::memcmp(plain.data(), withProbs.data(), outBytes) == 0, label + ": the same output without probabilities");
+  // The slice the kernel owns, packed; everything else of out still the poison's bytes.
+  const auto all = as<T>(withProbs, 0, outN);
+  std::vector<T> slice((size_t)B * N * C);
+  bool untouched = true;
+  for (size_t r = 0; r < (size_t)B * N; ++r)
+    for (long c = 0; c < g.ldo; ++c) {
+      const T& e = all[r * g.ldo + c];
+      if (c >= g.oOff && c < g.oOff + (long)C) {
+        slice[r * C + (c - g.oOff)] = e;
+      } else {
+        const unsigned char* b = reinterpret_cast<const unsigned char*>(&e);
+        for (size_t i = 0; i < sizeof(T); ++i) untouched = untouched && b[i] == 0xFF;
+      }
+    }
+  check(untouched, label + ": nothing written outside the output slice");
+  const auto qd = widen(qv);
+  const std::vector<double> qs(qd.begin() + g.qOff, qd.end());
+  const auto want = reference::groupAttention(qs, g.ldq, widen(kv), g.ldk, widen(vv), g.ldv, B, N, M, H, d);
+  const auto c = reference::compare(widen(slice), want.out.out, &want.out.scale, kAtol, Ty<T>::rtol);
+  check(c.ok, label + ": output within the tolerance of float64 (" + c.str() + ")");
+  const auto p = reference::compare(as<float>(withProbs, outBytes, (size_t)B * H * M), want.probs, nullptr, 1e-7, 1e-4);
+  check(p.ok, label + ": row-0 probabilities within 1e-7 + 1e-4 relative (" + p.str() + ")");
+}
+
+template <class T>
+void groupAttentionTests() {
+  const std::string simt = "attentionKernel";
+  // Shunted's shapes in small: q and out the second half of C-wide rows, k at the front of a kv
+  // tensor, v in its own (the local conv's output); fewer keys than queries, down to one.
+  const GroupCase shunted{2, 70, 5, 2, 16, 64, 32, 64, 32, 64, 32};
+  const GroupCase oneKey{1, 9, 1, 1, 16, 32, 16, 32, 16, 32, 16};
+  const GroupCase manyKeys{1, 17, 200, 2, 32, 128, 64, 128, 72, 128, 0};  // M > N, v rows padded
+  const GroupCase plain{2, 33, 33, 3, 16, 96, 0, 96, 96, 48, 0};          // shunted's r = 1: M = N
+  const GroupCase d128{1, 20, 3, 1, 128, 256, 128, 128, 128, 128, 0};
+  if constexpr (std::is_same_v<T, float>) {
+    for (const GroupCase& g : {shunted, oneKey, manyKeys, plain, d128}) groupAttentionTest<T>(Path::Auto, g, simt);
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 2, 4, 24, 8, 16, 8, 24, 8}, simt);  // d = 4: the tiny fixtures' heads
+  } else {
+    const std::string mma = std::string("attentionMmaKernel<") + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16");
+    for (const GroupCase& g : {shunted, oneKey, manyKeys, plain}) groupAttentionTest<T>(Path::Auto, g, mma + ", 64");
+    groupAttentionTest<T>(Path::Auto, d128, mma + ", 128");
+    groupAttentionTest<T>(Path::Simt, shunted, simt);
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 2, 4, 24, 8, 16, 8, 24, 8}, simt);  // d = 4: no k16 steps
+    groupAttentionTest<T>(Path::Auto, {1, 40, 7, 1, 16, 24, 8, 20, 16, 24, 8}, simt);  // k rows 40 bytes apart: no cp.async
   }
 }
 
@@ -500,6 +608,171 @@ void patchTest(int B, int ic, int gh, int gw, int p, int C) {
   check(ok, alabel + ": [cls + pos[0], patches + pos[1..]] exactly");
 }
 
+// ---- convolution, depthwise convolution, token mean -----------------------------------------
+
+template <class T>
+const char* inName() {
+  return std::is_same_v<T, float> ? "f32" : std::is_same_v<T, __half> ? "f16" : "bf16";
+}
+
+struct ConvCase {
+  bool nchw;
+  int B, H, W, Cin, Cout, k, stride, pad;
+  Epilogue ep;
+};
+
+// In: the input's element type (float: the image or the residual stream; T: a T activation).
+template <class T, class In>
+void convTest(const ConvCase& cc) {
+  const int Ho = (cc.H + 2 * cc.pad - cc.k) / cc.stride + 1, Wo = (cc.W + 2 * cc.pad - cc.k) / cc.stride + 1;
+  const int Kp = convDepth(cc.Cin, cc.k);
+  const std::string label = std::string("conv2d ") + Ty<T>::name + " from " + inName<In>() + (cc.nchw ? " nchw" : " nhwc") +
+                            " B" + std::to_string(cc.B) + " " + std::to_string(cc.H) + "x" + std::to_string(cc.W) + "x" +
+                            std::to_string(cc.Cin) + " -> " + std::to_string(Ho) + "x" + std::to_string(Wo) + "x" +
+                            std::to_string(cc.Cout) + " k" + std::to_string(cc.k) + " s" + std::to_string(cc.stride) +
+                            " p" + std::to_string(cc.pad) + " " + epName(cc.ep);
+  const size_t rows = (size_t)cc.B * Ho * Wo, outN = rows * cc.Cout;
+  // The kernel sees x rounded to T either way (im2col rounds a float input): so does the reference.
+  const auto xf = uniform((size_t)cc.B * cc.H * cc.W * cc.Cin, -2, 2);
+  const auto xT = rounded<T>(xf);
+  std::vector<In> xIn(xf.size());
+  for (size_t i = 0; i < xf.size(); ++i) {
+    if constexpr (std::is_same_v<In, float>) xIn[i] = (float)Ty<T>::back(xT[i]);
+    else xIn[i] = xT[i];
+  }
+  const auto Wf = uniform((size_t)cc.Cout * cc.Cin * cc.k * cc.k, -0.3f, 0.3f);
+  const auto Wr = rounded<T>(Wf);
+  std::vector<float> Wround(Wf.size()), Wp((size_t)cc.Cout * Kp);
+  for (size_t i = 0; i < Wf.size(); ++i) Wround[i] = (float)Ty<T>::back(Wr[i]);
+  convWeightForGemm(Wp.data(), Wround.data(), cc.Cout, cc.Cin, cc.k);
+  const auto b = uniform(cc.Cout, -0.5f, 0.5f);
+  const bool floatOut = cc.ep == Epilogue::BiasFloat;
+  Buf<In> dx(xIn.size());
+  Buf<T> dW(Wp.size()), dcols(rows * Kp), dOutT(outN);
+  Buf<float> db(cc.Cout), dOutF(outN);
+  dx.up(xIn);
+  dW.up(rounded<T>(Wp));
+  db.up(b);
+  Bytes got;
+  if (!scheduled(label, [&] {
+        dOutT.poison();
+        dOutF.poison();
+        dcols.poison();
+        conv2d<T, In>(floatOut ? (void*)dOutF.p() : (void*)dOutT.p(), dcols.p(), dx.p(),
+                      cc.nchw ? ImageLayout::NCHW : ImageLayout::NHWC, dW.p(), db.p(), cc.B, cc.H, cc.W, cc.Cin, cc.Cout,
+                      cc.k, cc.stride, cc.pad, cc.ep, nullptr);
+        return floatOut ? dOutF.bytes() : dOutT.bytes();
+      }, got))
+    return;
+  const bool direct = std::is_same_v<In, T> && cc.k == 1 && cc.stride == 1 && cc.pad == 0 && Kp == cc.Cin && !cc.nchw;
+  const std::string gemm = std::is_same_v<T, float> ? "linearSimtKernel" : "linearMmaKernel";
+  check(ran(gemm) && ran("im2colKernel") == !direct,
+        label + ": ran " + (direct ? "the GEMM alone" : "im2col and the " + gemm) + " (" + ranKernel() + ")");
+  const auto want = reference::conv2d(widen(xT), cc.nchw, widen(Wr), b, cc.B, cc.H, cc.W, cc.Cin, cc.Cout, cc.k, cc.stride,
+                                      cc.pad, cc.ep == Epilogue::BiasRelu);
+  const double rtol = floatOut ? std::max(Ty<float>::rtol, Ty<T>::rtol / 8) : Ty<T>::rtol;
+  const auto c = floatOut ? reference::compare(as<float>(got, 0, outN), want.out, &want.scale, kAtol, rtol)
+                          : reference::compare(widen(as<T>(got, 0, outN)), want.out, &want.scale, kAtol, rtol);
+  check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
+template <class T>
+void convTests() {
+  // The model's convolutions in small, then a 1×1 (the GEMM alone when Cin is whole chunks),
+  // a 1×1 image (only the centre tap inside) and a grid the strided kernel does not divide.
+  const ConvCase stem0{true, 2, 19, 20, 3, 16, 7, 2, 3, Epilogue::BiasRelu};
+  const ConvCase stem3{false, 2, 10, 9, 16, 16, 3, 1, 1, Epilogue::BiasRelu};
+  const ConvCase stem2{false, 1, 11, 10, 16, 24, 2, 2, 0, Epilogue::BiasFloat};
+  const ConvCase patch{false, 2, 7, 8, 12, 20, 3, 2, 1, Epilogue::BiasFloat};
+  const ConvCase sr8{false, 1, 16, 8, 8, 8, 8, 8, 0, Epilogue::BiasFloat};
+  const ConvCase sr1{false, 2, 6, 5, 40, 33, 1, 1, 0, Epilogue::BiasFloat};
+  const ConvCase odd1x1{false, 1, 4, 3, 29, 10, 1, 1, 0, Epilogue::Bias};
+  const ConvCase tiny{false, 3, 1, 1, 5, 7, 3, 1, 1, Epilogue::Bias};
+  const ConvCase nchwTiny{true, 1, 5, 6, 2, 3, 3, 1, 1, Epilogue::BiasFloat};
+  convTest<T, float>(stem0);
+  convTest<T, float>(nchwTiny);
+  convTest<T, float>(patch);  // the residual stream read as an image
+  for (const ConvCase& cc : {stem3, stem2, sr8, sr1, odd1x1, tiny}) convTest<T, T>(cc);
+}
+
+struct DwCase {
+  const char* what;
+  int B, H, W, C;
+  long ldx, xOff;
+  enum Add { None, SameAsX, InPlace } add;
+  bool gelu;
+};
+
+template <class T>
+void depthwiseTest(const DwCase& dc) {
+  const std::string label = std::string("depthwise3x3 ") + Ty<T>::name + " " + dc.what + " B" + std::to_string(dc.B) + " " +
+                            std::to_string(dc.H) + "x" + std::to_string(dc.W) + "x" + std::to_string(dc.C);
+  const size_t P = (size_t)dc.B * dc.H * dc.W, outN = P * dc.C;
+  const auto xv = rounded<T>(uniform(dc.xOff + (P - 1) * dc.ldx + dc.C, -2, 2));
+  const auto addv = rounded<T>(uniform(outN, -2, 2));
+  const auto Wf = uniform((size_t)dc.C * 9, -0.5f, 0.5f), b = uniform(dc.C, -0.5f, 0.5f);
+  std::vector<float> Wt((size_t)9 * dc.C);
+  depthwiseWeightToTaps(Wt.data(), Wf.data(), dc.C);
+  Buf<T> dx(xv.size()), dout(outN);
+  Buf<float> dW(Wt.size()), db(dc.C);
+  dx.up(xv);
+  dW.up(Wt);
+  db.up(b);
+  Bytes got;
+  if (!scheduled(label, [&] {
+        const T* x = dx.p() + dc.xOff;
+        if (dc.add == DwCase::InPlace) {
+          dout.up(addv);  // o += lc(v): written over the add
+          depthwise3x3<T>(dout.p(), x, dc.ldx, dout.p(), dc.C, dW.p(), db.p(), dc.B, dc.H, dc.W, dc.C, dc.gelu, nullptr);
+        } else {
+          dout.poison();
+          depthwise3x3<T>(dout.p(), x, dc.ldx, dc.add == DwCase::SameAsX ? x : nullptr, dc.ldx, dW.p(), db.p(), dc.B,
+                          dc.H, dc.W, dc.C, dc.gelu, nullptr);
+        }
+        return dout.bytes();
+      }, got))
+    return;
+  const auto xd = widen(xv), ad = widen(addv);
+  const auto want = dc.add == DwCase::InPlace
+                        ? reference::depthwise3x3(xd, dc.xOff, dc.ldx, &ad, 0, dc.C, widen(rounded<float>(Wf)), b, dc.B,
+                                                  dc.H, dc.W, dc.C, dc.gelu)
+                        : reference::depthwise3x3(xd, dc.xOff, dc.ldx, dc.add == DwCase::SameAsX ? &xd : nullptr,
+                                                  dc.xOff, dc.ldx, widen(rounded<float>(Wf)), b, dc.B, dc.H, dc.W, dc.C,
+                                                  dc.gelu);
+  const auto c = reference::compare(widen(as<T>(got, 0, outN)), want.out, &want.scale, kAtol, Ty<T>::rtol);
+  check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
+template <class T>
+void depthwiseTests() {
+  depthwiseTest<T>({"MLP gelu(u + dw(u))", 2, 5, 7, 48, 48, 0, DwCase::SameAsX, true});
+  depthwiseTest<T>({"v + lc(v) on the v half of kv", 2, 4, 3, 20, 40, 20, DwCase::SameAsX, false});
+  depthwiseTest<T>({"o += lc(v) in place, v in [k | v]", 1, 7, 7, 24, 48, 24, DwCase::InPlace, false});
+  depthwiseTest<T>({"no add", 1, 6, 4, 13, 13, 0, DwCase::None, false});
+  depthwiseTest<T>({"1x1 grid", 3, 1, 1, 9, 9, 0, DwCase::SameAsX, true});
+  depthwiseTest<T>({"one row", 2, 1, 5, 17, 17, 0, DwCase::InPlace, false});
+}
+
+template <class T>
+void meanTest(int B, int N, int C) {
+  const std::string label = std::string("meanTokens ") + Ty<T>::name + " B" + std::to_string(B) + " N" +
+                            std::to_string(N) + " C" + std::to_string(C);
+  const auto x = uniform((size_t)B * N * C, -3, 3);
+  Buf<float> dx(x.size());
+  Buf<T> dout((size_t)B * C);
+  dx.up(x);
+  Bytes got;
+  if (!scheduled(label, [&] {
+        dout.poison();
+        meanTokens<T>(dout.p(), dx.p(), B, N, C, nullptr);
+        return dout.bytes();
+      }, got))
+    return;
+  const auto want = reference::meanTokens(x, B, N, C);
+  const auto c = reference::compare(widen(as<T>(got, 0, (size_t)B * C)), want.out, &want.scale, kAtol, Ty<T>::rtol);
+  check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
 template <class T>
 void allFor() {
   if (wanted("convert")) convertTest<T>();
@@ -508,12 +781,24 @@ void allFor() {
     layerNormTest<T>(7, 130, 130);
     layerNormTest<T>(9, 33, 5 * 33);  // the head's class-token rows: one row per image of 5 tokens
     layerNormTest<T>(3, 200, 200);
+    layerNormTest<T>(7, 130, 130, true);
+    layerNormTest<T>(5, 24, 40, true);
   }
   if (wanted("linear")) linearTests<T>();
-  if (wanted("attention")) attentionTests<T>();
+  if (wanted("attention")) {
+    attentionTests<T>();
+    groupAttentionTests<T>();
+  }
   if (wanted("patch")) {
     patchTest<T>(2, 3, 3, 2, 4, 24);
     patchTest<T>(1, 1, 2, 5, 3, 13);
+  }
+  if (wanted("conv")) convTests<T>();
+  if (wanted("depthwise")) depthwiseTests<T>();
+  if (wanted("mean")) {
+    meanTest<T>(3, 49, 40);
+    meanTest<T>(1, 1, 7);
+    meanTest<T>(2, 4, 130);
   }
 }
 
