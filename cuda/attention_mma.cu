@@ -12,6 +12,7 @@
 #include <string>
 
 #include "attention_internal.h"
+#include "device_properties.h"
 #include "element_type.cuh"
 #include "launch.cuh"
 #include "mma_ptx.cuh"
@@ -175,9 +176,7 @@ template <class T, int MAXD>
 void launch(T* out, long ldo, float* clsProbs, const T* q, long ldq, const T* k, long ldk, const T* v, long ldv, int B,
             int N, int M, int heads, int d, cudaStream_t s) {
   // As many warps (16 query rows each) per block as the score rows allow: 4, else 2, else 1.
-  int device = 0, optin = 0;
-  EVIT_CUDA_CHECK(cudaGetDevice(&device));
-  EVIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int optin = deviceProperties().sharedPerBlockOptin;
   int warps = 4;
   while (warps > 1 && attentionMmaSharedBytes(M, d, warps) > (size_t)optin) warps /= 2;
   const size_t bytes = attentionMmaSharedBytes(M, d, warps);

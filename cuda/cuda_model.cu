@@ -130,7 +130,7 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
   // Patch embedding: the conv as a GEMM over patchified columns, into the second stream
   // buffer, then class token and position embedding assemble the first.
   patchify<T>(cols, ctx.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
-  linear<T>(ctx.stream1, cols, W(w.patchW), w.patchB, B * P, C, patchK, Epilogue::BiasFloat, s);
+  linear<T>(ctx.stream1, cols, W(w.patchW), w.patchB, B * P, C, patchK, Epilogue::BiasFloat, s, ctx.splitK);
   assembleTokens(ctx.stream0, ctx.stream1, w.clsToken, w.posEmbed, B, P, C, s);
   lap(kPatchEmbed);
 
@@ -146,11 +146,11 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
     const bool drop = p.keep >= 0;
     layerNorm<T>(normed, x, C, bw.norm1W, bw.norm1B, rows, C, c.eps, s);
     lap(profileSlot(i, kLn1));
-    linear<T>(qkv, normed, W(bw.qkvW), bw.qkvB, rows, 3 * C, C, Epilogue::Bias, s);
+    linear<T>(qkv, normed, W(bw.qkvW), bw.qkvB, rows, 3 * C, C, Epilogue::Bias, s, ctx.splitK);
     lap(profileSlot(i, kQkv));
     attention<T>(attn, drop ? ctx.clsProbs : nullptr, qkv, B, N, heads, d, s);
     lap(profileSlot(i, kAttention));
-    linear<T>(x, attn, W(bw.projW), bw.projB, rows, C, C, Epilogue::BiasResidual, s);
+    linear<T>(x, attn, W(bw.projW), bw.projB, rows, C, C, Epilogue::BiasResidual, s, ctx.splitK);
     lap(profileSlot(i, kProj));
     if (drop) {
       const int perImage = p.keep + (p.fuse ? 1 : 0);
@@ -163,16 +163,16 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
     }
     layerNorm<T>(normed, x, C, bw.norm2W, bw.norm2B, rows, C, c.eps, s);
     lap(profileSlot(i, kLn2));
-    linear<T>(hidden, normed, W(bw.fc1W), bw.fc1B, rows, Hd, C, Epilogue::BiasGelu, s);
+    linear<T>(hidden, normed, W(bw.fc1W), bw.fc1B, rows, Hd, C, Epilogue::BiasGelu, s, ctx.splitK);
     lap(profileSlot(i, kFc1));
-    linear<T>(x, hidden, W(bw.fc2W), bw.fc2B, rows, C, Hd, Epilogue::BiasResidual, s);
+    linear<T>(x, hidden, W(bw.fc2W), bw.fc2B, rows, C, Hd, Epilogue::BiasResidual, s, ctx.splitK);
     lap(profileSlot(i, kFc2));
   }
 
   // Head: LayerNorm of each image's class token (row stride N * C), then the classifier.
   const long finalStride = (long)n[c.depth] * C;
   layerNorm<T>(headIn, x, finalStride, w.normW, w.normB, B, C, c.eps, s);
-  linear<T>(ctx.logits, headIn, W(w.headW), w.headB, B, c.numClasses, C, Epilogue::BiasFloat, s);
+  linear<T>(ctx.logits, headIn, W(w.headW), w.headB, B, c.numClasses, C, Epilogue::BiasFloat, s, ctx.splitK);
   lap(kHead);
 }
 

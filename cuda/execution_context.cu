@@ -1,9 +1,11 @@
 #include "execution_context.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "kernels.h"
+#include "linear_internal.h"
 
 namespace evit::cuda {
 
@@ -92,6 +94,14 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   const size_t oLogits = d.reserve<float>(B * c.numClasses);
   const size_t oIdentity = d.reserve<int32_t>(B * P);
   const size_t oOrigins = d.reserve<int32_t>((size_t)c.depth * B * P);
+  // Split-K partial sums: the most any of the model's half-precision GEMMs takes at up to B images.
+  size_t splitFloats = 0;
+  if (o.precision != Precision::F32)
+    for (const auto [maxRows, n, k] : {std::array<size_t, 3>{B * P, C, patchK}, {rows, 3 * C, C}, {rows, C, C},
+                                       {rows, (size_t)c.mlpHidden, C}, {rows, C, (size_t)c.mlpHidden},
+                                       {B, (size_t)c.numClasses, C}})
+      splitFloats = std::max(splitFloats, linearWorkspaceFloats((int)maxRows, (int)n, (int)k));
+  const size_t oSplitK = d.reserve<float>(splitFloats);
   ArenaLayout h;
   const size_t hLogits = h.reserve<float>(B * c.numClasses);
   const size_t hOrigins = h.reserve<int32_t>((size_t)c.depth * B * P);
@@ -110,6 +120,7 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   logits = device.at<float>(oLogits);
   identity = device.at<int32_t>(oIdentity);
   origins = device.at<int32_t>(oOrigins);
+  splitK = {splitFloats ? device.at<float>(oSplitK) : nullptr, splitFloats};
   logitsHost = host.at<float>(hLogits);
   originsHost = host.at<int32_t>(hOrigins);
 

@@ -15,6 +15,7 @@
 #include "../src/backend/backend.h"
 #include "../src/backend/cuda_backend.h"
 #include "device_arena.h"
+#include "kernels.h"
 
 namespace evit::cuda {
 
@@ -93,6 +94,7 @@ struct ExecutionContext : StreamContext {
   float* logits = nullptr;      // [B, classes]
   int32_t* identity = nullptr;  // [B, P], 0..P-1 per image: origins before the first reorganisation
   int32_t* origins = nullptr;   // every dropping block's [B, kept] origins, back to back
+  GemmWorkspace splitK;         // fp32 partial sums of the split-K GEMMs, sized for every GEMM of the model
   // Pinned host copies of logits and origins, filled by one asynchronous copy each.
   float* logitsHost = nullptr;
   int32_t* originsHost = nullptr;

@@ -51,9 +51,18 @@ template <class T>
 void layerNormGelu(T* out, const float* x, long rowStride, const float* w, const float* b, int rows, int C, float eps,
                    cudaStream_t s);
 
-// out [M, N] per `ep` from x(T) [M, K] and W(T) [N, K] (torch Linear layout), b fp32 [N].
+// fp32 scratch of `floats` elements for split-K GEMMs (partial sums [splits, M, N]); used only by
+// launches on the stream that owns it. Empty: no GEMM splits its K.
+struct GemmWorkspace {
+  float* data = nullptr;
+  size_t floats = 0;
+};
+
+// out [M, N] per `ep` from x(T) [M, K] and W(T) [N, K] (torch Linear layout), b fp32 [N]. With a
+// workspace, half-precision GEMMs of few tiles and long K may split K (cuda/gemm_tiles.h).
 template <class T>
-void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s);
+void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s,
+            const GemmWorkspace& ws = {});
 
 // Multi-head attention over qkv(T) [B, N, 3C] (q | k | v, head h at columns
 // h*d .. h*d+d-1 of each part) into out(T) [B, N, C], exact softmax in fp32.

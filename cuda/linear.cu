@@ -71,7 +71,8 @@ void linearSimt(void* out, const T* x, const T* W, const float* b, int M, int N,
 }
 
 template <class T>
-void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s) {
+void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int K, Epilogue ep, cudaStream_t s,
+            const GemmWorkspace& ws) {
   if (M < 0 || N < 1 || K < 1 || N > 65535 * kSimtBN)
     throw CudaError("linear: need M >= 0, 1 <= N <= " + std::to_string(65535 * kSimtBN) + ", K >= 1 (got M=" +
                     std::to_string(M) + ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
@@ -80,17 +81,18 @@ void linear(void* out, const T* x, const T* W, const float* b, int M, int N, int
     linearSimt(out, x, W, b, M, N, K, ep, s);
   } else {
     if (linearMmaFits(x, W, K))
-      linearMma(out, x, W, b, M, N, K, ep, s);
+      linearMma(out, x, W, b, M, N, K, ep, s, ws);
     else
       linearSimt(out, x, W, b, M, N, K, ep, s);
   }
 }
 
-template void linear<float>(void*, const float*, const float*, const float*, int, int, int, Epilogue, cudaStream_t);
+template void linear<float>(void*, const float*, const float*, const float*, int, int, int, Epilogue, cudaStream_t,
+                            const GemmWorkspace&);
 template void linear<__half>(void*, const __half*, const __half*, const float*, int, int, int, Epilogue,
-                             cudaStream_t);
+                             cudaStream_t, const GemmWorkspace&);
 template void linear<__nv_bfloat16>(void*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, int, int, int,
-                                    Epilogue, cudaStream_t);
+                                    Epilogue, cudaStream_t, const GemmWorkspace&);
 template void linearSimt<float>(void*, const float*, const float*, const float*, int, int, int, Epilogue, cudaStream_t);
 template void linearSimt<__half>(void*, const __half*, const __half*, const float*, int, int, int, Epilogue,
                                  cudaStream_t);

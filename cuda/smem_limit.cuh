@@ -8,8 +8,9 @@
 
 namespace evit::cuda {
 
-// Raises the kernel's limit on the current device once (remembered per kernel and device, so
-// later launches, and launches during graph capture, make no attribute calls).
+// Raises the kernel's limit on the current device once (remembered per kernel and device in a
+// table read without a lock, so later launches, and launches during graph capture, make no
+// attribute calls and take no mutex). forgetDeviceProperties() forgets the limits raised.
 void reserveSharedMemoryFor(const void* kernel, size_t bytes, const char* what);
 
 template <class Kernel>

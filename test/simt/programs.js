@@ -6,7 +6,7 @@ const { ROOT } = require('./build');
 
 /** Kernel sources of cuda/ (the .cu files without host orchestration), relative to the tree root. */
 const KERNEL_SOURCES = ['attention.cu', 'attention_mma.cu', 'conv2d.cu', 'convert.cu', 'cuda_check.cu', 'depthwise_conv.cu',
-  'layer_norm.cu', 'linear.cu', 'linear_mma.cu', 'patch_embed.cu', 'smem_limit.cu', 'token_mean.cu', 'topk_gather_fuse.cu'].map((f) => `cuda/${f}`);
+  'layer_norm.cu', 'linear.cu', 'linear_mma.cu', 'device_properties.cu', 'patch_embed.cu', 'smem_limit.cu', 'token_mean.cu', 'topk_gather_fuse.cu'].map((f) => `cuda/${f}`);
 
 /** The kernel test program, from `root` (the repository or a mutant copy of it). */
 function kernelProgram({ root = ROOT, flavour = 'release', name = 'simt_kernels', extra = [] } = {}) {

@@ -14,7 +14,9 @@
 
 #include "attention_internal.h"
 #include "conv_layout.h"
+#include "device_properties.h"
 #include "evit_simt/control.h"
+#include "gemm_tiles.h"
 #include "harness.h"
 #include "kernels.h"
 #include "linear_internal.h"
@@ -22,6 +24,7 @@
 
 using harness::check;
 using harness::contains;
+using harness::errorOf;
 using namespace evit::cuda;
 using Bytes = std::vector<unsigned char>;
 
@@ -150,6 +153,7 @@ void setSms(int sms, int optin = 232448) {
   c.multiProcessorCount = sms;
   c.sharedMemPerBlockOptin = optin;
   evit_simt::setDeviceConfig(c);
+  forgetDeviceProperties();  // the launchers cache the device's properties
 }
 
 // ---- convert -----------------------------------------------------------------------------
@@ -217,43 +221,71 @@ void layerNormTest(int rows, int C, long stride, bool gelu = false) {
 
 // ---- linear ------------------------------------------------------------------------------
 
-enum class Path { Auto, Simt, Mma };
-const char* pathName(Path p) { return p == Path::Auto ? "auto" : p == Path::Simt ? "simt" : "mma"; }
+enum class Path { Auto, Simt, Mma, Forced };
+const char* pathName(Path p) {
+  return p == Path::Auto ? "auto" : p == Path::Simt ? "simt" : p == Path::Mma ? "mma" : "forced";
+}
 const char* epName(Epilogue e) {
   return e == Epilogue::Bias ? "bias" : e == Epilogue::BiasGelu ? "gelu" : e == Epilogue::BiasResidual ? "residual"
          : e == Epilogue::BiasRelu ? "relu" : "float";
 }
 
-// `expect`: part of the kernel name that must have run (which tiling).
+// How a GEMM test runs: Path::Forced takes `tiling` and `splits`; any path gets a split-K
+// workspace of `workspace` floats (0: none).
+struct GemmRun {
+  MmaTiling tiling = MmaTiling::k64x64;
+  int splits = 1;
+  size_t workspace = 0;
+  size_t outPad = 0;
+};
+
+// `expect`: part of the kernel name that must have run (which tiling); `splits`: the GEMM's
+// gridDim.z, and with more than one, the reduce kernel ran after it.
 template <class T>
-void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& expect, size_t outPad = 0) {
-  const std::string label = std::string("linear ") + Ty<T>::name + " " + pathName(path) + " " + std::to_string(M) + "x" +
-                            std::to_string(K) + "x" + std::to_string(N) + " " + epName(ep) +
-                            (outPad ? " (unaligned output)" : "");
+void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& expect, GemmRun run = {},
+                int splits = 1) {
+  const std::string label = std::string("linear ") + Ty<T>::name + " " + pathName(path) +
+                            (path == Path::Forced ? std::string(" ") + tileInfo(run.tiling).name + "/" +
+                                                        std::to_string(run.splits)
+                                                  : "") +
+                            " " + std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(N) + " " +
+                            epName(ep) + (run.outPad ? " (unaligned output)" : "") +
+                            (run.workspace ? " (workspace " + std::to_string(run.workspace) + ")" : "");
   const auto xv = rounded<T>(uniform((size_t)M * K, -1, 1));
   const auto Wv = rounded<T>(uniform((size_t)N * K, -0.1f, 0.1f));
   const auto b = uniform(N, -0.5f, 0.5f), res = uniform((size_t)M * N, -1, 1);
   const bool floatOut = ep == Epilogue::BiasResidual || ep == Epilogue::BiasFloat;
   Buf<T> dx(xv.size()), dW(Wv.size());
-  Buf<float> db(N), dOutF((size_t)M * N, outPad);
-  Buf<T> dOutT((size_t)M * N, outPad);
+  Buf<float> db(N), dOutF((size_t)M * N, run.outPad), dws(std::max<size_t>(run.workspace, 1));
+  Buf<T> dOutT((size_t)M * N, run.outPad);
   dx.up(xv);
   dW.up(Wv);
   db.up(b);
   void* out = floatOut ? (void*)dOutF.p() : (void*)dOutT.p();
+  const GemmWorkspace ws{run.workspace ? dws.p() : nullptr, run.workspace};
   Bytes got;
   if (!scheduled(label, [&] {
         if (ep == Epilogue::BiasResidual) dOutF.up(res);
         else if (floatOut) dOutF.poison();
         else dOutT.poison();
-        if (path == Path::Auto) linear<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        dws.poison();  // a partial sum never written reads NaN
+        if (path == Path::Auto) linear<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr, ws);
         if (path == Path::Simt) linearSimt<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
-        if constexpr (!std::is_same_v<T, float>)
-          if (path == Path::Mma) linearMma<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr);
+        if constexpr (!std::is_same_v<T, float>) {
+          if (path == Path::Mma) linearMma<T>(out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr, ws);
+          if (path == Path::Forced)
+            linearMmaWith<T>(run.tiling, run.splits, out, dx.p(), dW.p(), db.p(), M, N, K, ep, nullptr, ws);
+        }
         return floatOut ? dOutF.bytes() : dOutT.bytes();
       }, got))
     return;
   check(ran(expect), label + ": ran " + expect + " (" + ranKernel() + ")");
+  if (contains(expect, "linearMmaKernel")) {
+    const bool reduced = ran("splitKReduceKernel");
+    check(lastRecords.front().grid.z == (unsigned)splits && reduced == (splits > 1),
+          label + ": " + std::to_string(splits) + " split(s)" + (splits > 1 ? ", then the reduce" : "") + " (" +
+              ranKernel() + ")");
+  }
   const reference::Ep rep = ep == Epilogue::Bias ? reference::Ep::Bias
                             : ep == Epilogue::BiasGelu ? reference::Ep::Gelu
                             : ep == Epilogue::BiasResidual ? reference::Ep::Residual
@@ -265,6 +297,51 @@ void linearTest(Path path, int M, int K, int N, Epilogue ep, const std::string& 
   const auto c = floatOut ? reference::compare(as<float>(got, 0, (size_t)M * N), want.out, &want.scale, kAtol, rtol)
                           : reference::compare(widen(as<T>(got, 0, (size_t)M * N)), want.out, &want.scale, kAtol, rtol);
   check(c.ok, label + ": within the tolerance of float64 (" + c.str() + ")");
+}
+
+// The wave rule of gemm_tiles.h on the host, with numbers worked out by hand (docs/KERNELS.md).
+void gemmPlanTests() {
+  const GemmDevice h100;  // 132 SMs, 228 KiB per SM, 227 KiB opt-in, 2048 threads per SM
+  check(mmaSlots(MmaTiling::k128x128, h100) == 2 && mmaSlots(MmaTiling::k128x64, h100) == 5 &&
+            mmaSlots(MmaTiling::k64x64, h100) == 6,
+        "slots per SM: 128x128 two (registers), 128x64 five, 64x64 six");
+  GemmDevice small = h100;
+  small.sharedPerSm = 100 * 1024;
+  check(mmaSlots(MmaTiling::k128x64, small) == 2 && mmaSlots(MmaTiling::k64x64, small) == 4,
+        "slots per SM with 100 KiB of shared memory: 128x64 two (37 KiB each), 64x64 four (25 KiB)");
+  // DeiT-S proj / fc2 at batch 64: 99 x 3 = 297 tiles of 128x128 on 264 slots are two waves
+  // (cost 2 · 2 · 16384 at efficiency 1: the second wave's one block per SM runs at half rate);
+  // 99 x 6 = 594 tiles of 128x64 on 660 slots are one (cost 5 · 8192 / 0.85 = 48188).
+  const GemmPlan big = mmaPlanFor(MmaTiling::k128x128, 1, 64 * 197, 384, h100);
+  check(big.tiles == 297 && big.waves == 2 && (long)big.cost == 65536, "128x128 at 12608x384: 297 tiles, two waves");
+  GemmPlan p = chooseGemmPlan(64 * 197, 384, 384, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k128x64 && p.splits == 1 && p.tiles == 594 && p.waves == 1 && (long)p.cost == 48188,
+        std::string("proj at batch 64 takes 128x64 in one wave (got ") + tileInfo(p.tiling).name + ")");
+  p = chooseGemmPlan(64 * 197, 384, 1536, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k128x64 && p.splits == 1, "fc2 at batch 64: 128x64, no split (594 tiles >= 132 SMs)");
+  // fc2 at batch 1: 4 x 6 = 24 tiles of 64x64, K = 1536: four splits of 384 (96 blocks, one per SM).
+  p = chooseGemmPlan(197, 384, 1536, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k64x64 && p.splits == 4 && p.tiles == 24, "fc2 at batch 1: 64x64, four splits");
+  p = chooseGemmPlan(197, 384, 1536, h100, 1);
+  check(p.tiling == MmaTiling::k64x64 && p.splits == 1, "fc2 at batch 1 without a workspace: 64x64, no split");
+  // proj at batch 1: K = 384 makes one split of at least 256; 64x64 (24 tiles).
+  p = chooseGemmPlan(197, 384, 384, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k64x64 && p.splits == 1, "proj at batch 1: 64x64, K too short to split");
+  // qkv at batch 256: 394 x 9 = 3546 tiles, 14 waves of 264: the big tile's reuse wins.
+  p = chooseGemmPlan(256 * 197, 1152, 384, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k128x128 && p.waves == 14, "qkv at batch 256: 128x128, 14 waves");
+  // A 70 x 72 GEMM: 64x64 spreads 4 tiles over 4 SMs (cost 4096 / 0.7 / 0.25 = 23406) where one
+  // 128x128 tile alone runs at half rate (32768).
+  p = chooseGemmPlan(70, 72, 48, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k64x64 && p.tiles == 4, "a 70x72 GEMM: 64x64");
+  // The fc2 workspace: 11 x 3 = 33 tiles of 128x128 at 1408 rows, four splits: 4 · 1408 · 384 floats.
+  check(splitKWorkspaceFloats(256 * 197, 384, 1536, h100) == (size_t)4 * 1408 * 384,
+        "fc2's split-K workspace at up to 256 images: 4 x 1408 x 384 floats");
+  check(splitKWorkspaceFloats(256 * 197, 1152, 384, h100) == 0, "qkv (K = 384) never splits");
+  GemmDevice tight = h100;
+  tight.sharedPerBlockOptin = 40 * 1024;
+  p = chooseGemmPlan(64 * 197, 1152, 384, tight, 1);
+  check(p.tiling != MmaTiling::k128x128, "a tiling past the opt-in shared memory (48 KiB > 40 KiB) is never chosen");
 }
 
 template <class T>
@@ -279,20 +356,42 @@ void linearTests() {
   linearTest<T>(Path::Simt, 1, 48, 144, Epilogue::Bias, simt);
   if constexpr (std::is_same_v<T, float>) {
     linearTest<T>(Path::Auto, 37, 72, 10, Epilogue::BiasGelu, simt);
+    linearTest<T>(Path::Auto, 20, 776, 70, Epilogue::Bias, simt, {MmaTiling::k64x64, 1, 4 * 20 * 70});  // fp32: never split
+    gemmPlanTests();
   } else {
     const std::string small = std::string("linearMmaKernel<") + (std::is_same_v<T, __half> ? "__half" : "__nv_bfloat16");
-    const std::string t64 = small + ", 64, 64, 2, 2>", t128 = small + ", 128, 128, 2, 4>";
+    const std::string t64 = small + ", 64, 64, 2, 2>", t128 = small + ", 128, 128, 2, 4>",
+                      t12864 = small + ", 128, 64, 2, 2>";
     for (Epilogue ep : all) {
       linearTest<T>(Path::Mma, 70, 48, 72, ep, t64);   // edge tiles, K = 48: a half k-slice
       linearTest<T>(Path::Auto, 33, 24, 15, ep, t64);  // N odd: unpaired stores
+      linearTest<T>(Path::Forced, 130, 40, 136, ep, t128, {MmaTiling::k128x128});
+      linearTest<T>(Path::Forced, 130, 48, 70, ep, t12864, {MmaTiling::k128x64});  // edge tiles in M and N
+      // Split-K: K = 200 is 7 k-slices, as 4 + 3, 3 + 3 + 1, 2 + 2 + 2 + 1.
+      for (int s = 2; s <= 4; ++s) linearTest<T>(Path::Forced, 70, 200, 72, ep, t64, {MmaTiling::k64x64, s, 4 * 70 * 72}, s);
+      linearTest<T>(Path::Forced, 130, 136, 69, ep, t12864, {MmaTiling::k128x64, 3, 3 * 130 * 69}, 3);  // N odd
+      linearTest<T>(Path::Forced, 129, 72, 130, ep, t128, {MmaTiling::k128x128, 2, 2 * 129 * 130}, 2);
     }
-    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::Bias, t64, 1);          // output 2 bytes off: unpaired
-    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::BiasResidual, t64, 1);  // output 4 bytes off
-    // The 128 × 128 tiling runs when the grid of big tiles fills the GPU: an emulated GPU of one SM.
+    GemmRun unaligned;
+    unaligned.outPad = 1;
+    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::Bias, t64, unaligned);          // output 2 bytes off: unpaired
+    linearTest<T>(Path::Mma, 16, 64, 40, Epilogue::BiasResidual, t64, unaligned);  // output 4 bytes off
+    linearTest<T>(Path::Forced, 129, 32, 130, Epilogue::BiasGelu, t128, {MmaTiling::k128x128});
+    // linear() splits by itself: 2 tiles of 64x64 on 132 SMs, K = 776 (25 k-slices): three splits.
+    linearTest<T>(Path::Auto, 20, 776, 70, Epilogue::BiasResidual, t64, {MmaTiling::k64x64, 1, 3 * 20 * 70}, 3);
+    // ... but not into a workspace too small for them.
+    linearTest<T>(Path::Auto, 20, 776, 70, Epilogue::BiasResidual, t64, {MmaTiling::k64x64, 1, 3 * 20 * 70 - 1}, 1);
+    // On an emulated GPU of one SM the wave rule picks 128x128 for 256 x 256 (4 tiles, two waves
+    // of two, cost 65536), 128x64 for 257 x 136 (9 tiles).
     setSms(1);
-    for (Epilogue ep : all) linearTest<T>(Path::Auto, 130, 40, 136, ep, t128);
-    linearTest<T>(Path::Mma, 129, 32, 130, Epilogue::BiasGelu, t128);
+    linearTest<T>(Path::Auto, 256, 40, 256, Epilogue::Bias, t128);
+    linearTest<T>(Path::Auto, 257, 40, 136, Epilogue::BiasFloat, t12864);
     setSms(132);
+    const std::string noWorkspace = errorOf([] {
+      linearMmaWith<T>(MmaTiling::k64x64, 2, nullptr, nullptr, nullptr, nullptr, 16, 16, 512, Epilogue::Bias, nullptr);
+    });
+    check(contains(noWorkspace, "2 splits of 16 x 16 need a workspace of 512 floats"),
+          "forcing splits without a workspace is refused: " + noWorkspace);
   }
 }
 
