@@ -153,7 +153,9 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
 }
 
 // linear(x, M, K, W, b, N, epilogue: 'bias' | 'gelu' | 'residual' | 'float' | 'relu', precision,
-//        residual?, path?: 'auto' | 'simt' | 'mma')
+//        residual?, path?: 'auto' | 'simt' | 'mma', tiling?: { tiling: '128x128' | '128x64' | '64x64', splits? })
+// 'auto' runs linear() with a split-K workspace, as the model does; `tiling` (path 'mma') forces
+// the tensor-core tiling and split count.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int M = intArg(info[1], "M", 1, kMaxDim), K = intArg(info[2], "K", 1, kMaxDim),
@@ -175,6 +177,21 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const std::string path = pathArg(info, 9);
   if (path == "mma" && (p == Precision::F32 || K % 8 != 0))
     throw rangeError(env, "path 'mma' needs precision 'f16' or 'bf16' and K % 8 == 0");
+  bool forced = false;
+  cu::MmaTiling tiling = cu::MmaTiling::k64x64;
+  int splits = 1;
+  if (info.Length() > 10 && !info[10].IsUndefined()) {
+    if (path != "mma" || !info[10].IsObject()) throw rangeError(env, "tiling needs path 'mma' and is an object");
+    const Napi::Object o = info[10].As<Napi::Object>();
+    const std::string name = o.Get("tiling").IsString() ? o.Get("tiling").As<Napi::String>().Utf8Value() : "";
+    int found = -1;
+    for (int i = 0; i < cu::kMmaTilings; ++i)
+      if (name == cu::kMmaTiles[i].name) found = i;
+    if (found < 0) throw rangeError(env, "tiling.tiling must be '128x128', '128x64' or '64x64'");
+    tiling = (cu::MmaTiling)found;
+    if (!o.Get("splits").IsUndefined()) splits = intArg(o.Get("splits"), "tiling.splits", 1, cu::kMaxSplits);
+    forced = true;
+  }
   const bool floatOut = ep == cu::Epilogue::BiasResidual || ep == cu::Epilogue::BiasFloat;
   return guarded(info, [&] {
     return withPrecision(p, [&](auto tag) -> Napi::Value {
@@ -182,17 +199,23 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       DeviceBuffer dx = uploadAs<T>(x.Data(), (size_t)M * K), dW = uploadAs<T>(W.Data(), (size_t)N * K);
       DeviceBuffer db = upload(b.Data(), N);
       DeviceBuffer dout((size_t)M * N * (floatOut ? sizeof(float) : sizeof(T)));
+      const size_t wsFloats = (size_t)cu::kMaxSplits * M * N;
+      DeviceBuffer dws(wsFloats * sizeof(float));
+      const cu::GemmWorkspace ws{dws.as<float>(), wsFloats};
       if (residual)
         EVIT_CUDA_CHECK(cudaMemcpy(dout.as<float>(), residual, (size_t)M * N * sizeof(float), cudaMemcpyHostToDevice));
       if (path == "simt") {
         cu::linearSimt<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
       } else if constexpr (!std::is_same_v<T, float>) {
-        if (path == "mma")
+        if (path == "mma" && forced)
+          cu::linearMmaWith<T>(tiling, splits, dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0,
+                               ws);
+        else if (path == "mma")
           cu::linearMma<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
         else
-          cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
+          cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0, ws);
       } else {
-        cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0);
+        cu::linear<T>(dout.as<void>(), dx.as<T>(), dW.as<T>(), db.as<float>(), M, N, K, ep, 0, ws);
       }
       return floatOut ? download<float>(env, dout, (size_t)M * N) : download<T>(env, dout, (size_t)M * N);
     });

@@ -36,11 +36,14 @@ export interface NativeCudaOps {
   layerNorm(
     x: Float32Array, rows: number, C: number, w: Float32Array, b: Float32Array, eps: number, precision: Precision,
   ): Float32Array;
-  /** 'residual' adds into `residual` and 'float' writes fp32; path forces the SIMT or tensor-core GEMM. */
+  /**
+   * 'residual' adds into `residual` and 'float' writes fp32; path forces the SIMT or tensor-core GEMM
+   * ('auto' may split K, as in the model); `tiling` (path 'mma') forces its tiling and split count (1-4).
+   */
   linear(
     x: Float32Array, M: number, K: number, W: Float32Array, b: Float32Array, N: number,
-    epilogue: 'bias' | 'gelu' | 'residual' | 'float', precision: Precision, residual?: Float32Array,
-    path?: 'auto' | 'simt' | 'mma',
+    epilogue: 'bias' | 'gelu' | 'residual' | 'float' | 'relu', precision: Precision, residual?: Float32Array,
+    path?: 'auto' | 'simt' | 'mma', tiling?: { tiling: '128x128' | '128x64' | '64x64'; splits?: number },
   ): Float32Array;
   /** probs: [B, heads, N], softmax row 0 of every head; path forces the SIMT or tensor-core kernel. */
   attention(

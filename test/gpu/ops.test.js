@@ -103,6 +103,37 @@ test('linear, every epilogue and both paths', (t) => {
   t.end();
 });
 
+test('linear, every tensor-core tiling, split-K in 2 to 4 splits', (t) => {
+  const rand = ref.mulberry32(11);
+  // K = 200: 7 k-slices of 32, split 4 + 3, 3 + 3 + 1, 2 + 2 + 2 + 1; M and N past whole tiles.
+  for (const [M, K, N] of [[130, 200, 70], [33, 776, 136]]) {
+    for (const p of ['f16', 'bf16']) {
+      const x = rounded(ref.uniform(rand, M * K), p);
+      const W = rounded(ref.uniform(rand, N * K, -0.1, 0.1), p);
+      const b = ref.uniform(rand, N, -0.5, 0.5);
+      const res = ref.uniform(rand, M * N);
+      for (const ep of ['bias', 'residual']) {
+        const want = ref.linear(x, M, K, W, b, N, ep, res);
+        const rtol = ep === 'residual' ? Math.max(RTOL.f32, RTOL[p] / 8) : RTOL[p];
+        for (const tiling of ['128x128', '128x64', '64x64']) {
+          for (let splits = 1; splits <= 4; splits++) {
+            const label = `linear ${M}x${K}x${N} ${ep} ${p} ${tiling} in ${splits} split(s)`;
+            let got;
+            try {
+              got = cudaOps.linear(x, M, K, W, b, N, ep, p, ep === 'residual' ? res : undefined, 'mma', { tiling, splits });
+            } catch (e) {
+              t.fail(`${label}: threw ${e.message}`);
+              continue;
+            }
+            check(t, label, got, want.out, want.scale, ATOL, rtol);
+          }
+        }
+      }
+    }
+  }
+  t.end();
+});
+
 test('attention with and without the class-token probabilities', (t) => {
   const rand = ref.mulberry32(4);
   for (const [B, N, H, d] of [[1, 197, 6, 64], [3, 140, 3, 16], [2, 72, 12, 64], [5, 2, 1, 32], [1, 257, 4, 128]]) {

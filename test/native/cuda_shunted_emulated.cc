@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../../cuda/device_properties.h"
 #include "../../cuda/shunted_model.h"
 #include "../../src/cpu/shunted_model.h"
 #include "evit_simt/control.h"
@@ -240,8 +241,10 @@ int runChecks() {
     auto small = cfg;
     small.sharedMemPerBlockOptin = 48 * 1024;
     evit_simt::setDeviceConfig(small);
+    cuda::forgetDeviceProperties();
     const std::string smem = errorOf([&] { cuda::CudaShuntedModel bad(big, *hostWeights(big, randomTensors(big, 3)), options(Precision::F32, 1, 1)); });
     evit_simt::setDeviceConfig(cfg);
+    cuda::forgetDeviceProperties();
     check(smem.find("stage 1's attention over 1024 keys needs") != std::string::npos &&
               smem.find("use a smaller input size") != std::string::npos,
           "attention score rows past the device's shared memory are refused at load: " + smem);
