@@ -1,7 +1,7 @@
 'use strict';
 // Every kernel of cuda/ executed on the SIMT emulator against float64 references
-// (test/simt/tests/kernels_test.cc): f32, f16 and bf16, small awkward shapes, both GEMM
-// tilings and every attention path, each under forward, reverse and random thread orders
+// (test/simt/tests/kernels_test.cc): f32, f16 and bf16, small awkward shapes, every GEMM
+// tiling and split-K, every attention path, each under forward, reverse and random thread orders
 // with bit-identical results across them.
 const test = require('tape');
 const { build, runChecks } = require('./simt/tape');

@@ -1,5 +1,5 @@
 // Every kernel of cuda/ run on the emulator against float64 references, at small awkward
-// shapes (edge tiles, odd sizes, both tensor-core GEMM tilings, every attention tiling, attention
+// shapes (edge tiles, odd sizes, the three tensor-core GEMM tilings and split-K, every attention tiling, attention
 // of N queries against M keys at separate row strides),
 // in f32, f16 and bf16, each under forward, reverse and random:12345 thread orders with
 // bit-identical results across them. Tolerances are docs/CUDA.md's (test/gpu/ops.test.js):
