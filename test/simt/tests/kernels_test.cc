@@ -494,6 +494,8 @@ void topkTest(const TopkCase& tc) {
   for (size_t i = 0; i < origins.size(); ++i) origins[i] = (int32_t)(1000 + i * 7 % 311);
   Buf<float> dx(x.size(), tc.xPad), dp(probs.size()), dy((size_t)B * outN * C);
   Buf<int32_t> din(origins.size()), dout((size_t)B * (outN - 1));
+  Buf<int32_t> dorder((size_t)B * M);
+  Buf<float> dscores((size_t)B * M);
   dx.up(x);
   dp.up(probs);
   din.up(origins);
@@ -501,11 +503,21 @@ void topkTest(const TopkCase& tc) {
   if (!scheduled(label, [&] {
         dy.poison();
         dout.poison();
-        topkGatherFuse(dy.p(), dout.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N, H, C, k, tc.fuse, -4,
-                       nullptr);
+        dorder.poison();
+        dscores.poison();
+        topkGatherFuse(dy.p(), dout.p(), dorder.p(), dscores.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N,
+                       H, C, k, tc.fuse, -4, nullptr);
         return concat({dy.bytes(), dout.bytes()});
       }, got))
     return;
+  // Two launches: the ranking, one block per image; the gather spread over (8-row tiles of the
+  // 1 + k copied rows + 32-channel tiles of the fused row) × images.
+  const unsigned tiles = (unsigned)((1 + k + 7) / 8 + (tc.fuse ? (C + 31) / 32 : 0));
+  check(lastRecords.size() == 2 && contains(lastRecords[0].kernel, "topkRankKernel") &&
+            lastRecords[0].grid.x == (unsigned)B && contains(lastRecords[1].kernel, "gatherFuseKernel") &&
+            lastRecords[1].grid.x == tiles && lastRecords[1].grid.y == (unsigned)B && lastRecords[1].block.x == 256,
+        label + ": ranked per image, gathered over " + std::to_string(tiles) + " tiles × " + std::to_string(B) +
+            " images (" + ranKernel() + ")");
   const auto y = as<float>(got, 0, (size_t)B * outN * C);
   const auto o = as<int32_t>(got, (size_t)B * outN * C * 4, (size_t)B * (outN - 1));
   bool order = true, copies = true;
@@ -822,6 +834,10 @@ int main(int argc, char** argv) {
       topkTest({2, 40, 2, 16, 10, false, TopkCase::Zeros, false, 1});  // x 4 bytes off: the scalar copy
       topkTest({1, 257, 1, 8, 100, true, TopkCase::Random, true, 0});  // 256 keys: the whole bitonic network
       topkTest({1, 2, 1, 4, 1, true, TopkCase::Random, false, 0});
+      topkTest({3, 40, 2, 37, 39, true, TopkCase::Random, true, 0});   // k = N - 1: nothing dropped, fused = 0
+      topkTest({2, 40, 2, 70, 1, true, TopkCase::Ties, false, 0});     // k = 1: 38 dropped, C = 70 over three tiles
+      topkTest({1, 197, 6, 96, 137, true, TopkCase::Random, true, 0});  // DeiT's first dropping block, batch 1
+      topkTest({5, 29, 2, 10, 7, true, TopkCase::NaNs, true, 2});     // several images, C = 10, unaligned x
     }
   });
 }
