@@ -79,6 +79,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     __syncthreads();
     int r0, j;
     attnScoreCoord(tid, 0, r0, j);
+    if (j0 + j >= M) continue;  // a zero-filled key past M: nothing to score; the next barrier is the loop's
     float acc[kAttnRowsPerThread] = {};
     const float* kj = kv + j * (d + 1);
     for (int c = 0; c < d; ++c) {
@@ -86,9 +87,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int i = 0; i < kAttnRowsPerThread; ++i) acc[i] += q[(r0 + i) * d + c] * kc;
     }
-    if (j0 + j < M)
 #pragma unroll
-      for (int i = 0; i < kAttnRowsPerThread; ++i) s[(r0 + i) * M + j0 + j] = scale * acc[i];
+    for (int i = 0; i < kAttnRowsPerThread; ++i) s[(r0 + i) * M + j0 + j] = scale * acc[i];
   }
   __syncthreads();
 

@@ -6,7 +6,10 @@
 //   - s = scale·q·kᵀ (mma.sync, fp32 accumulation) goes to the warp's fp32 score rows in
 //     shared memory: the whole row is on chip, so softmax is the plain max / exp / sum;
 //   - P·V: P is read back from those rows, rounded to T pairs as the A operand, V comes
-//     through ldmatrix.trans; the output accumulates in registers.
+//     through ldmatrix.trans; the output accumulates in registers;
+//   - no work on padding: a warp whose 16 rows all lie past N only joins the block's barriers and
+//     staging, and the last chunk runs only its ceil((M − j0)/16) groups of 16 keys (the zero-filled
+//     keys of the last group are masked as before: excluded from max and sum, P = 0).
 // Index math (fragments, ldmatrix addresses, strides) is in tile_index.h, checked on the host.
 #include <cmath>
 #include <string>
@@ -32,6 +35,9 @@ size_t attentionMmaSharedBytes(int M, int d, int warps) {
 }
 
 namespace {
+
+// Groups of 16 keys in the chunk starting at key j0: 4, except in the last chunk.
+__device__ __forceinline__ int keyGroups(int M, int j0) { return min(kAttnMmaKeys, M - j0 + 15) / 16; }
 
 template <class T>
 struct Pair;
@@ -61,6 +67,7 @@ __global__ void __launch_bounds__(128)
   float* scores = reinterpret_cast<float*>(kv + 2 * kAttnMmaKeys * kvStride);  // [warps·16][sStride]
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int q0 = (blockIdx.x * warps + warp) * 16;  // this warp's first query row
+  const bool active = q0 < N;                        // else every row of the warp is padding
   const int h = blockIdx.y, b = blockIdx.z;
   // Row 0 of this (image, head) in each operand.
   const T* qh = qp + (long)b * N * ldq + (long)h * d;
@@ -84,8 +91,9 @@ __global__ void __launch_bounds__(128)
     const T* src = t < chunks ? kh : vh;
     const long ld = t < chunks ? ldk : ldv;
     const int j0 = (t < chunks ? t : t - chunks) * kAttnMmaKeys, perRow = d / 8;
+    const int rows = keyGroups(M, j0) * 16;  // keys past the last group of 16 are never read
     T* dst = kv + (t % 2) * kAttnMmaKeys * kvStride;
-    for (int e = threadIdx.x; e < kAttnMmaKeys * perRow; e += blockDim.x) {
+    for (int e = threadIdx.x; e < rows * perRow; e += blockDim.x) {
       const int key = e / perRow, ch = e % perRow;
       const bool inside = j0 + key < M;
       cpAsync16(dst + key * kvStride + ch * 8, inside ? src + (long)(j0 + key) * ld + ch * 8 : src, inside ? 16 : 0);
@@ -99,7 +107,9 @@ __global__ void __launch_bounds__(128)
     cpAsyncWait<0>();
     __syncthreads();  // tile t visible to all; every warp is done with tile t - 1's buffer
     if (t + 1 < 2 * chunks) stage(t + 1);
+    if (!active) continue;
     const T* tile = kv + (t % 2) * kAttnMmaKeys * kvStride;
+    const int groups = keyGroups(M, (t < chunks ? t : t - chunks) * kAttnMmaKeys);
     if (t < chunks) {
       float acc[kAttnMmaKeys / 8][4] = {};
 #pragma unroll
@@ -107,6 +117,7 @@ __global__ void __launch_bounds__(128)
         if (kk * 16 >= d) break;
 #pragma unroll
         for (int np = 0; np < kAttnMmaKeys / 16; ++np) {
+          if (np >= groups) break;
           int key, chunk;
           attnLdmatrixK(np, kk, lane, key, chunk);
           uint32_t r[4];
@@ -116,19 +127,22 @@ __global__ void __launch_bounds__(128)
         }
       }
 #pragma unroll
-      for (int ni = 0; ni < kAttnMmaKeys / 8; ++ni)
+      for (int ni = 0; ni < kAttnMmaKeys / 8; ++ni) {
+        if (ni >= 2 * groups) break;
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
           const int row = mmaAccRow(lane, 2 * hh), col = t * kAttnMmaKeys + ni * 8 + mmaAccCol(lane, 0);
           *reinterpret_cast<float2*>(sw + row * sStride + col) =
               make_float2(scale * acc[ni][2 * hh], scale * acc[ni][2 * hh + 1]);
         }
+      }
       continue;
     }
     if (t == chunks) {
-      // Exact softmax of the warp's 16 rows, whole rows in fp32; columns M.. become 0 for P·V.
+      // Exact softmax of the warp's 16 rows, whole rows in fp32; columns M.. up to the last
+      // group of 16 keys become 0 for P·V.
       __syncwarp();
-      const int padded = chunks * kAttnMmaKeys;
+      const int padded = (M + 15) / 16 * 16;
       for (int r = 0; r < 16; ++r) {
         float* probsOut = kWithProbs && q0 + r == 0 ? clsProbs + ((long)b * heads + h) * M : nullptr;
         warpSoftmaxRow(sw + r * sStride, M, padded, probsOut, lane);
@@ -138,6 +152,7 @@ __global__ void __launch_bounds__(128)
     const int j0 = (t - chunks) * kAttnMmaKeys;
 #pragma unroll
     for (int ks = 0; ks < kAttnMmaKeys / 16; ++ks) {
+      if (ks >= groups) break;
       uint32_t pa[4];
 #pragma unroll
       for (int q = 0; q < 4; ++q) {

@@ -154,7 +154,8 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
     lap(profileSlot(i, kProj));
     if (drop) {
       const int perImage = p.keep + (p.fuse ? 1 : 0);
-      topkGatherFuse(spare, originsOut, x, ctx.clsProbs, originsIn, B, N, heads, C, p.keep, p.fuse, -1 - i, s);
+      topkGatherFuse(spare, originsOut, ctx.reorgOrder, ctx.reorgScores, x, ctx.clsProbs, originsIn, B, N, heads, C,
+                     p.keep, p.fuse, -1 - i, s);
       std::swap(x, spare);
       originsIn = originsOut;
       originsOut += (size_t)B * perImage;

@@ -90,6 +90,7 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   const size_t oAttn = d.reserve<char>(rows * C * t);
   const size_t oHidden = d.reserve<char>(rows * c.mlpHidden * t);
   const size_t oProbs = d.reserve<float>(B * c.numHeads * N);
+  const size_t oOrder = d.reserve<int32_t>(B * P), oScores = d.reserve<float>(B * P);
   const size_t oHeadIn = d.reserve<char>(B * C * t);
   const size_t oLogits = d.reserve<float>(B * c.numClasses);
   const size_t oIdentity = d.reserve<int32_t>(B * P);
@@ -116,6 +117,8 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   attn = device.at<void>(oAttn);
   hidden = device.at<void>(oHidden);
   clsProbs = device.at<float>(oProbs);
+  reorgOrder = device.at<int32_t>(oOrder);
+  reorgScores = device.at<float>(oScores);
   headIn = device.at<void>(oHeadIn);
   logits = device.at<float>(oLogits);
   identity = device.at<int32_t>(oIdentity);

@@ -90,6 +90,8 @@ struct ExecutionContext : StreamContext {
   void* attn = nullptr;         // T [B * N, C]
   void* hidden = nullptr;       // T [B * N, mlpHidden]
   float* clsProbs = nullptr;    // [B, heads, N]
+  int32_t* reorgOrder = nullptr;  // [B, N - 1], token indices by rank (topkGatherFuse scratch)
+  float* reorgScores = nullptr;   // [B, N - 1], their head-mean scores (topkGatherFuse scratch)
   void* headIn = nullptr;       // T [B, C], normalised class tokens
   float* logits = nullptr;      // [B, classes]
   int32_t* identity = nullptr;  // [B, P], 0..P-1 per image: origins before the first reorganisation

@@ -81,13 +81,15 @@ template <class T>
 void groupAttention(T* out, long ldo, float* clsProbs, const T* q, long ldq, const T* k, long ldk, const T* v,
                     long ldv, int B, int N, int M, int heads, int headDim, cudaStream_t s);
 
-// One launch per dropping block, per image: scores s[j] = mean over heads of
+// Two launches per dropping block (topk_gather_fuse.cu): scores s[j] = mean over heads of
 // clsProbs[b, h, 1 + j] summed in head order; the k largest (descending, ties
 // to the lower index); out [B, 1 + k + fuse, C] = [x[:,0], x[:, 1 + idx], Σ_{j∉idx} s[j]·x[:, 1 + j]]
 // from x [B, N, C]. originsIn [B, N-1] / originsOut [B, k + fuse] track where
-// tokens came from; the fused token gets fusedOrigin.
-void topkGatherFuse(float* out, int32_t* originsOut, const float* x, const float* clsProbs, const int32_t* originsIn,
-                    int B, int N, int heads, int C, int k, bool fuse, int32_t fusedOrigin, cudaStream_t s);
+// tokens came from; the fused token gets fusedOrigin. orderScratch int32 [B, N-1] and
+// scoreScratch fp32 [B, N-1] are device scratch passed from the ranking to the gather.
+void topkGatherFuse(float* out, int32_t* originsOut, int32_t* orderScratch, float* scoreScratch, const float* x,
+                    const float* clsProbs, const int32_t* originsIn, int B, int N, int heads, int C, int k, bool fuse,
+                    int32_t fusedOrigin, cudaStream_t s);
 
 // cols(T) [B * P, inChans * p * p] = the patches of img fp32 [B, inChans, gh*p, gw*p],
 // in the order of the flattened conv weight [C, inChans, p, p].

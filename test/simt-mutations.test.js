@@ -58,8 +58,8 @@ const MUTANTS = [
   {
     name: 'topkGatherFuse one byte short of its shared memory (ASan)',
     file: 'cuda/topk_gather_fuse.cu',
-    find: '(size_t)M * (sizeof(float) + 1); }',
-    replace: '(size_t)M * (sizeof(float) + 1) - 1; }',
+    find: 'const size_t keyBytes = (size_t)n * sizeof(uint64_t);',
+    replace: 'const size_t keyBytes = (size_t)n * sizeof(uint64_t) - 1;',
     run: ['topk'],
     flavour: 'asan',
     expect: /AddressSanitizer[\s\S]*cuda\/topk_gather_fuse\.cu:\d+/,

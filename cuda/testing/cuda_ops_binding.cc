@@ -278,10 +278,11 @@ Napi::Value TopkGatherFuse(const Napi::CallbackInfo& info) {
     DeviceBuffer dx = upload(x.Data(), x.ElementLength()), dp = upload(probs.Data(), probs.ElementLength());
     DeviceBuffer dy((size_t)B * outN * C * sizeof(float)), doOut((size_t)B * (outN - 1) * sizeof(int32_t));
     DeviceBuffer doIn(originsIn ? (size_t)B * (N - 1) * sizeof(int32_t) : 0);
+    DeviceBuffer dOrder((size_t)B * (N - 1) * sizeof(int32_t)), dScores((size_t)B * (N - 1) * sizeof(float));
     if (originsIn)
       EVIT_CUDA_CHECK(cudaMemcpy(doIn.as<int32_t>(), originsIn, doIn.bytes(), cudaMemcpyHostToDevice));
-    cu::topkGatherFuse(dy.as<float>(), doOut.as<int32_t>(), dx.as<float>(), dp.as<float>(),
-                       originsIn ? doIn.as<int32_t>() : nullptr, B, N, H, C, k, fuse, fusedOrigin, 0);
+    cu::topkGatherFuse(dy.as<float>(), doOut.as<int32_t>(), dOrder.as<int32_t>(), dScores.as<float>(), dx.as<float>(),
+                       dp.as<float>(), originsIn ? doIn.as<int32_t>() : nullptr, B, N, H, C, k, fuse, fusedOrigin, 0);
     Napi::Object res = Napi::Object::New(env);
     res.Set("out", download<float>(env, dy, (size_t)B * outN * C));
     auto origins = Napi::Int32Array::New(env, (size_t)B * (outN - 1));

@@ -441,6 +441,9 @@ void attentionTest(Path path, int B, int N, int H, int d, const std::string& exp
 }
 
 template <class T>
+void attentionMmaCountTest(int B, int N, int H, int d);
+
+template <class T>
 void attentionTests() {
   const std::string simt = "attentionKernel";
   if constexpr (std::is_same_v<T, float>) {
@@ -455,6 +458,9 @@ void attentionTests() {
     attentionTest<T>(Path::Auto, 2, 5, 2, 16, m64, 128);
     attentionTest<T>(Path::Auto, 1, 130, 2, 64, m64, 128);
     attentionTest<T>(Path::Auto, 1, 197, 1, 64, m64, 128);  // DeiT's N: 84 KiB of shared memory, past the default 48
+    attentionTest<T>(Path::Auto, 2, 73, 2, 64, m64, 128);   // a last block of one active warp and 9 keys in the last group
+    attentionTest<T>(Path::Auto, 1, 138, 1, 64, m64, 128);  // DeiT-S keep 0.7 after the first reorganisation
+    for (int N : {197, 138, 97, 73, 68}) attentionMmaCountTest<T>(2, N, 2, 64);
     attentionTest<T>(Path::Auto, 1, 257, 1, 32, m64, 128);  // 92 KiB
     attentionTest<T>(Path::Auto, 1, 97, 1, 128, m128, 128);
     attentionTest<T>(Path::Auto, 1, 48, 2, 80, m128, 128);  // d = 80: a partial MAXD = 128 instance
@@ -466,6 +472,33 @@ void attentionTests() {
     attentionTest<T>(Path::Mma, 1, 300, 1, 64, m64, 32);
     setSms(132);
   }
+}
+
+// No tensor-core work on padding: the launch's mma.sync count is exactly the useful work, one warp
+// per 16 query rows (ceil(N/16) per image and head), each running (d/16) k-steps × 2 n8 fragments
+// for every group of 16 keys (ceil(M/16)) in QKᵀ and the same again in P·V. Before, every warp of
+// every block ran, over keys padded to 64: blocks · warps · 4 · (d/16) · 4·ceil(M/64).
+template <class T>
+void attentionMmaCountTest(int B, int N, int H, int d) {
+  const std::string label = std::string("attention ") + Ty<T>::name + " mma count B" + std::to_string(B) + " N" +
+                            std::to_string(N) + " h" + std::to_string(H) + " d" + std::to_string(d);
+  const int C = H * d;
+  const auto qkv = rounded<T>(uniform((size_t)B * N * 3 * C, -2, 2));
+  Buf<T> dq(qkv.size()), dout((size_t)B * N * C);
+  Buf<float> dp((size_t)B * H * N);
+  dq.up(qkv);
+  evit_simt::clearLaunchRecords();
+  attentionMma<T>(dout.p(), dp.p(), dq.p(), B, N, H, d, nullptr);
+  cudaDeviceSynchronize();
+  lastRecords = evit_simt::launchRecords();
+  if (!check(lastRecords.size() == 1, label + ": one launch (" + ranKernel() + ")")) return;
+  const auto& r = lastRecords[0];
+  const uint64_t n16 = (N + 15) / 16, m16 = (N + 15) / 16, ks = d / 16, warps = r.block.x / 32;
+  const uint64_t useful = (uint64_t)B * H * n16 * (2 * ks * m16) * 2;
+  const uint64_t padded = (uint64_t)r.grid.x * r.grid.y * r.grid.z * warps * (2 * ks * 4 * ((N + 63) / 64)) * 2;
+  check(r.mma == useful, label + ": " + std::to_string(r.mma) + " mma.sync = B·h·ceil(N/16)·4·(d/16)·ceil(N/16) = " +
+                             std::to_string(useful) + " (padded to whole warps and 64 keys: " + std::to_string(padded) +
+                             ", " + std::to_string((double)padded / (double)useful).substr(0, 4) + "x)");
 }
 
 // groupAttention: N queries against M keys, q and out a channel slice of wider rows (a head
@@ -593,6 +626,8 @@ void topkTest(const TopkCase& tc) {
   for (size_t i = 0; i < origins.size(); ++i) origins[i] = (int32_t)(1000 + i * 7 % 311);
   Buf<float> dx(x.size(), tc.xPad), dp(probs.size()), dy((size_t)B * outN * C);
   Buf<int32_t> din(origins.size()), dout((size_t)B * (outN - 1));
+  Buf<int32_t> dorder((size_t)B * M);
+  Buf<float> dscores((size_t)B * M);
   dx.up(x);
   dp.up(probs);
   din.up(origins);
@@ -600,11 +635,21 @@ void topkTest(const TopkCase& tc) {
   if (!scheduled(label, [&] {
         dy.poison();
         dout.poison();
-        topkGatherFuse(dy.p(), dout.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N, H, C, k, tc.fuse, -4,
-                       nullptr);
+        dorder.poison();
+        dscores.poison();
+        topkGatherFuse(dy.p(), dout.p(), dorder.p(), dscores.p(), dx.p(), dp.p(), tc.originsIn ? din.p() : nullptr, B, N,
+                       H, C, k, tc.fuse, -4, nullptr);
         return concat({dy.bytes(), dout.bytes()});
       }, got))
     return;
+  // Two launches: the ranking, one block per image; the gather spread over (8-row tiles of the
+  // 1 + k copied rows + 32-channel tiles of the fused row) × images.
+  const unsigned tiles = (unsigned)((1 + k + 7) / 8 + (tc.fuse ? (C + 31) / 32 : 0));
+  check(lastRecords.size() == 2 && contains(lastRecords[0].kernel, "topkRankKernel") &&
+            lastRecords[0].grid.x == (unsigned)B && contains(lastRecords[1].kernel, "gatherFuseKernel") &&
+            lastRecords[1].grid.x == tiles && lastRecords[1].grid.y == (unsigned)B && lastRecords[1].block.x == 256,
+        label + ": ranked per image, gathered over " + std::to_string(tiles) + " tiles × " + std::to_string(B) +
+            " images (" + ranKernel() + ")");
   const auto y = as<float>(got, 0, (size_t)B * outN * C);
   const auto o = as<int32_t>(got, (size_t)B * outN * C * 4, (size_t)B * (outN - 1));
   bool order = true, copies = true;
@@ -921,6 +966,10 @@ int main(int argc, char** argv) {
       topkTest({2, 40, 2, 16, 10, false, TopkCase::Zeros, false, 1});  // x 4 bytes off: the scalar copy
       topkTest({1, 257, 1, 8, 100, true, TopkCase::Random, true, 0});  // 256 keys: the whole bitonic network
       topkTest({1, 2, 1, 4, 1, true, TopkCase::Random, false, 0});
+      topkTest({3, 40, 2, 37, 39, true, TopkCase::Random, true, 0});   // k = N - 1: nothing dropped, fused = 0
+      topkTest({2, 40, 2, 70, 1, true, TopkCase::Ties, false, 0});     // k = 1: 38 dropped, C = 70 over three tiles
+      topkTest({1, 197, 6, 96, 137, true, TopkCase::Random, true, 0});  // DeiT's first dropping block, batch 1
+      topkTest({5, 29, 2, 10, 7, true, TopkCase::NaNs, true, 2});     // several images, C = 10, unaligned x
     }
   });
 }
