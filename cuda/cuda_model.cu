@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "../src/backend/pixels.h"
 #include "kernels.h"
 
 namespace evit::cuda {
@@ -37,7 +38,7 @@ CudaModel::~CudaModel() { drain(); }
 void CudaModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
   const std::vector<int>& n = req.tokens;
-  assert(req.images && req.batch >= 1 && n.size() == (size_t)c.depth + 1);
+  assert((req.images || (req.pixels && req.pixelLut)) && req.batch >= 1 && n.size() == (size_t)c.depth + 1);
 
   const int B = req.batch;
   out.logits.assign((size_t)B * c.numClasses, 0.0f);
@@ -58,11 +59,23 @@ void CudaModel::runChunk(ExecutionContext& ctx, const ForwardRequest& req, const
                          int count, ForwardResult& out) {
   const ModelConfig& c = cfg_;
   const cudaStream_t s = ctx.stream;
-  const size_t imageFloats = (size_t)c.inChans * c.imgH() * c.imgW();
-  // The caller's images are pageable memory: the runtime stages them, and the copy is done
-  // with them when this call returns, so nothing here outlives the request.
-  EVIT_CUDA_CHECK(cudaMemcpyAsync(ctx.images, req.images + (size_t)first * imageFloats,
-                                  (size_t)count * imageFloats * sizeof(float), cudaMemcpyHostToDevice, s));
+  const size_t imageElems = (size_t)c.inChans * c.imgH() * c.imgW();
+  // Through the context's pinned staging: the previous chunk's upload from it completed at that
+  // chunk's synchronisation, and this host copy runs on the worker thread while the other
+  // contexts compute. From pinned memory the upload is a DMA queued behind nothing on the host.
+  ctx.pixelInput = req.pixels != nullptr;
+  if (ctx.pixelInput) {
+    const size_t lutFloats = (size_t)c.inChans * kPixelLevels, bytes = (size_t)count * imageElems;
+    std::memcpy(ctx.pixelLutHost, req.pixelLut, lutFloats * sizeof(float));
+    std::memcpy(ctx.inputHost, req.pixels + (size_t)first * imageElems, bytes);
+    EVIT_CUDA_CHECK(
+        cudaMemcpyAsync(ctx.pixelLut, ctx.pixelLutHost, lutFloats * sizeof(float), cudaMemcpyHostToDevice, s));
+    EVIT_CUDA_CHECK(cudaMemcpyAsync(ctx.pixels, ctx.inputHost, bytes, cudaMemcpyHostToDevice, s));
+  } else {
+    const size_t bytes = (size_t)count * imageElems * sizeof(float);
+    std::memcpy(ctx.inputHost, req.images + (size_t)first * imageElems, bytes);
+    EVIT_CUDA_CHECK(cudaMemcpyAsync(ctx.images, ctx.inputHost, bytes, cudaMemcpyHostToDevice, s));
+  }
   std::optional<OpTimer> timer;
   if (req.profile) {
     timer.emplace(ctx.events, s);
@@ -91,7 +104,7 @@ void CudaModel::runChunk(ExecutionContext& ctx, const ForwardRequest& req, const
 
 void CudaModel::launch(ExecutionContext& ctx, int batch, const std::vector<BlockPlan>& plan,
                        const std::vector<int>& n) {
-  std::vector<int> key{batch};
+  std::vector<int> key{batch, ctx.pixelInput ? 1 : 0};  // the patch embedding reads pixels or images
   for (const BlockPlan& p : plan) key.push_back(p.keep < 0 ? -1 : 2 * p.keep + (p.fuse ? 1 : 0));
   DeviceModel::launch(ctx, key, [&] { enqueue(ctx, batch, plan, n, nullptr); });
 }
@@ -129,7 +142,10 @@ void CudaModel::enqueueAs(ExecutionContext& ctx, int B, const std::vector<BlockP
 
   // Patch embedding: the conv as a GEMM over patchified columns, into the second stream
   // buffer, then class token and position embedding assemble the first.
-  patchify<T>(cols, ctx.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
+  if (ctx.pixelInput)
+    patchifyPixels<T>(cols, ctx.pixels, ctx.pixelLut, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
+  else
+    patchify<T>(cols, ctx.images, B, c.inChans, c.gridH, c.gridW, c.patchSize, s);
   linear<T>(ctx.stream1, cols, W(w.patchW), w.patchB, B * P, C, patchK, Epilogue::BiasFloat, s, ctx.splitK);
   assembleTokens(ctx.stream0, ctx.stream1, w.clsToken, w.posEmbed, B, P, C, s);
   lap(kPatchEmbed);

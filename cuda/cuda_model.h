@@ -23,6 +23,7 @@ class CudaModel : public DeviceModel {
   CudaModel(const ModelConfig& cfg, const HostWeights& weights, const CudaOptions& options);
   ~CudaModel() override;
   const ModelConfig& config() const override { return cfg_; }
+  bool takesPixels() const override { return true; }
   // Takes a free execution context (waits for one), runs the batch in chunks of at most
   // maxBatch images, and returns once the results are on the host.
   void forward(const ForwardRequest& req, ForwardResult& out) override;

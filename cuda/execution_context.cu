@@ -82,7 +82,9 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   // Token counts never grow (a reorganising block keeps at most N - 2 plus one fused token),
   // so buffers sized for the first block's N serve every block, and each block's origins fit in B * P.
   ArenaLayout d;
-  const size_t oImages = d.reserve<float>(B * c.inChans * c.imgH() * c.imgW());
+  const size_t imageFloats = B * c.inChans * c.imgH() * c.imgW();
+  const size_t oImages = d.reserve<float>(imageFloats);
+  const size_t oLut = d.reserve<float>((size_t)c.inChans * 256);
   const size_t oCols = d.reserve<char>(B * P * patchK * t);
   const size_t oS0 = d.reserve<float>(rows * C), oS1 = d.reserve<float>(rows * C);
   const size_t oNormed = d.reserve<char>(rows * C * t);
@@ -106,9 +108,13 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   ArenaLayout h;
   const size_t hLogits = h.reserve<float>(B * c.numClasses);
   const size_t hOrigins = h.reserve<int32_t>((size_t)c.depth * B * P);
+  const size_t hInput = h.reserve<float>(imageFloats);
+  const size_t hLut = h.reserve<float>((size_t)c.inChans * 256);
 
   allocate(d, h, "execution context " + std::to_string(index) + " (maxBatch " + std::to_string(o.maxBatch) + ")");
   images = device.at<float>(oImages);
+  pixels = device.at<uint8_t>(oImages);
+  pixelLut = device.at<float>(oLut);
   cols = device.at<void>(oCols);
   stream0 = device.at<float>(oS0);
   stream1 = device.at<float>(oS1);
@@ -126,6 +132,8 @@ ExecutionContext::ExecutionContext(const ModelConfig& c, const CudaOptions& o, i
   splitK = {splitFloats ? device.at<float>(oSplitK) : nullptr, splitFloats};
   logitsHost = host.at<float>(hLogits);
   originsHost = host.at<int32_t>(hOrigins);
+  inputHost = host.at<void>(hInput);
+  pixelLutHost = host.at<float>(hLut);
 
   std::vector<int32_t> iota(B * P);
   for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)(i % P);

@@ -82,6 +82,9 @@ struct ExecutionContext : StreamContext {
 
   // Device buffers, sized for maxBatch images. "T" buffers hold the compute type.
   float* images = nullptr;      // [B, inChans, imgH, imgW]
+  uint8_t* pixels = nullptr;    // the same memory as images, for a pass of uint8 images
+  float* pixelLut = nullptr;    // [inChans, 256], that pass's normalisation table
+  bool pixelInput = false;      // the chunk being queued came as uint8 (pixels), not fp32 (images)
   void* cols = nullptr;         // T [B * P, inChans * p * p], patchified input
   float* stream0 = nullptr;     // fp32 residual stream [B, N, C] ...
   float* stream1 = nullptr;     // ... and its ping-pong partner (also the patch embedding's output)
@@ -100,6 +103,11 @@ struct ExecutionContext : StreamContext {
   // Pinned host copies of logits and origins, filled by one asynchronous copy each.
   float* logitsHost = nullptr;
   int32_t* originsHost = nullptr;
+  // Pinned staging of a chunk's input (fp32 or uint8 images, and the table): the worker thread
+  // copies the request's images here, so the upload is a true asynchronous DMA that overlaps
+  // the other contexts' compute instead of the runtime's staged pageable copy.
+  void* inputHost = nullptr;  // room for [B, inChans, imgH, imgW] fp32
+  float* pixelLutHost = nullptr;
 };
 
 }  // namespace evit::cuda

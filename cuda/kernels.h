@@ -95,6 +95,11 @@ void topkGatherFuse(float* out, int32_t* originsOut, int32_t* orderScratch, floa
 // in the order of the flattened conv weight [C, inChans, p, p].
 template <class T>
 void patchify(T* cols, const float* img, int B, int inChans, int gh, int gw, int p, cudaStream_t s);
+// The same from uint8 pixels [B, inChans, gh*p, gw*p], each normalised by lut [inChans, 256]
+// (src/backend/pixels.h) on the way.
+template <class T>
+void patchifyPixels(T* cols, const uint8_t* px, const float* lut, int B, int inChans, int gh, int gw, int p,
+                    cudaStream_t s);
 
 // x [B, 1 + P, C] = [cls + pos[0], patches[b, i] + pos[1 + i]] from patches fp32 [B * P, C].
 void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C,

@@ -26,6 +26,24 @@ __global__ void patchifyKernel(const float* __restrict__ img, T* __restrict__ co
   cols[i] = fromFloat<T>(img[(((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx]);
 }
 
+// The same from uint8 pixels: a quarter of fp32's bytes cross PCIe, and each is normalised here
+// through lut[c, v] (src/backend/pixels.h), so cols are bit for bit those of the fp32 image.
+template <class T>
+__global__ void patchifyPixelsKernel(const uint8_t* __restrict__ px, const float* __restrict__ lut,
+                                     T* __restrict__ cols, int inChans, int gh, int gw, int p, long total) {
+  const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int K = inChans * p * p, P = gh * gw;
+  const long r = i / K;
+  const int k = (int)(i % K);
+  const int b = (int)(r / P), patch = (int)(r % P);
+  const int gy = patch / gw, gx = patch % gw;
+  const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
+  const long H = (long)gh * p, W = (long)gw * p;
+  const uint8_t v = px[(((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx];
+  cols[i] = fromFloat<T>(lut[c * 256 + v]);
+}
+
 // x[b, t, c] = (t == 0 ? cls[c] : patches[b·P + t - 1, c]) + pos[t, c].
 __global__ void assembleTokensKernel(const float* __restrict__ patches, const float* __restrict__ cls,
                                      const float* __restrict__ pos, float* __restrict__ x, int P, int C,
@@ -49,6 +67,15 @@ void patchify(T* cols, const float* img, int B, int inChans, int gh, int gw, int
   launchKernel("patchify", patchifyKernel<T>, ceilDiv(total, 256), 256, 0, s, img, cols, inChans, gh, gw, p, total);
 }
 
+template <class T>
+void patchifyPixels(T* cols, const uint8_t* px, const float* lut, int B, int inChans, int gh, int gw, int p,
+                    cudaStream_t s) {
+  const long total = (long)B * gh * gw * inChans * p * p;
+  if (total == 0) return;
+  launchKernel("patchifyPixels", patchifyPixelsKernel<T>, ceilDiv(total, 256), 256, 0, s, px, lut, cols, inChans, gh, gw,
+               p, total);
+}
+
 void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C,
                     cudaStream_t s) {
   const long total = (long)B * (P + 1) * C;
@@ -59,5 +86,9 @@ void assembleTokens(float* x, const float* patches, const float* cls, const floa
 template void patchify<float>(float*, const float*, int, int, int, int, int, cudaStream_t);
 template void patchify<__half>(__half*, const float*, int, int, int, int, int, cudaStream_t);
 template void patchify<__nv_bfloat16>(__nv_bfloat16*, const float*, int, int, int, int, int, cudaStream_t);
+template void patchifyPixels<float>(float*, const uint8_t*, const float*, int, int, int, int, int, cudaStream_t);
+template void patchifyPixels<__half>(__half*, const uint8_t*, const float*, int, int, int, int, int, cudaStream_t);
+template void patchifyPixels<__nv_bfloat16>(__nv_bfloat16*, const uint8_t*, const float*, int, int, int, int, int,
+                                            cudaStream_t);
 
 }  // namespace evit::cuda

@@ -2,7 +2,7 @@
  * evit: Vision Transformer inference with EViT token reorganisation.
  */
 export { loadModel, Model } from './model';
-export type { LoadOptions, Tensor4D, ForwardOptions, ForwardProfile, ForwardOutput, KeptTokens, Classification, ClassifyOptions, TopClass } from './model';
+export type { LoadOptions, Tensor4D, PixelTensor, ImageTensor, ForwardOptions, ForwardProfile, ForwardOutput, KeptTokens, Classification, ClassifyOptions, TopClass } from './model';
 export type { ShuntedForwardProfile, ShuntedBlockOp } from './model';
 export { keepSchedule, DEFAULT_DROP_LOC, DEFAULT_KEEP_RATE } from './schedule';
 export type { Schedule, ScheduleOptions } from './schedule';
@@ -34,7 +34,7 @@ export type { Checkpoint, CheckpointFormat } from './weights/checkpoint';
 export { detectVariant } from './weights/deit3';
 export type { Variant, VariantInfo } from './weights/deit3';
 export { readNpy, parseNpy, serializeNpy } from './npy';
-export { preprocessImage, preprocessBatch, resolvePreprocess } from './preprocess';
+export { preprocessImage, preprocessBatch, preprocessPixels, normalizationTable, resolvePreprocess } from './preprocess';
 export type { PreprocessOptions } from './preprocess';
 export { resizePosEmbed } from './weights/posEmbed';
 export { patchMasks, renderMasks, visualize, modelGrid, PATCH_KEPT, PATCH_FUSED, PATCH_DROPPED } from './visualize';

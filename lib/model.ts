@@ -3,13 +3,15 @@
  */
 import * as path from 'node:path';
 import { DisposedError, InputError, OptionsError, WeightsError } from './errors';
-import { callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type Precision } from './native';
+import {
+  callNative, callNativeAsync, loadBinding, nativeLimits, profileSlots, type NativeModel, type NativeNormalize, type Precision,
+} from './native';
 import { cudaSettings, resolveDevice, type DeviceOption } from './device';
 import { readNpy } from './npy';
-import { preprocessBatch, type PreprocessOptions } from './preprocess';
+import { preprocessBatch, preprocessPixels, type PreprocessOptions } from './preprocess';
 import { keepSchedule, type Schedule, type ScheduleOptions } from './schedule';
 import { checkNoDropSchedule, readCardFor, resolveModelSpec, type ModelSpec, type ShuntedModelSpec } from './spec';
-import { checkImageTensor, firstNonFinite, type ImageShape, type Tensor4D } from './tensor';
+import { checkImageTensor, checkPixelTensor, firstNonFinite, isPixelTensor, type ImageShape, type ImageTensor, type Tensor4D } from './tensor';
 import { classifications, inputName, type Classification } from './classification';
 import { intUpTo, positiveInt } from './validate';
 import { requiredTensors, type Architecture } from './weights/architecture';
@@ -20,7 +22,7 @@ import {
   requiredShuntedTensors, shuntedNativeConfig, shuntedNativeTensors, shuntedStageGrids, type ShuntedArchitecture,
 } from './weights/shunted';
 
-export type { Tensor4D } from './tensor';
+export type { ImageTensor, PixelTensor, Tensor4D } from './tensor';
 export type { Classification, TopClass } from './classification';
 
 export interface LoadOptions extends ScheduleOptions {
@@ -188,20 +190,30 @@ export class Model {
   }
 
   /**
-   * Runs a preprocessed batch [B, C, H, W]. Schedule options override the model's for this call.
-   * The addon copies the input when the call is made: the caller may reuse, transfer or resize it at once.
+   * Runs a preprocessed batch [B, C, H, W]: float32 values already normalised (Tensor4D), or uint8
+   * pixels with their mean and std (PixelTensor, from preprocessPixels()), which the backend
+   * normalises itself, on the GPU with CUDA, to the same bits. Schedule options override the
+   * model's for this call. The addon copies the input when the call is made: the caller may
+   * reuse, transfer or resize it at once.
    */
-  async forward(input: Tensor4D, options: ForwardOptions = {}): Promise<ForwardOutput> {
+  async forward(input: ImageTensor, options: ForwardOptions = {}): Promise<ForwardOutput> {
     this.#alive();
-    const batch = checkImageTensor(input, this.#imageShape);
     const { profile = false, ...scheduleOptions } = options ?? {};
-    return this.#run(input.data, batch, this.scheduleFor(scheduleOptions), profile === true);
+    if (isPixelTensor(input)) {
+      const { batch, mean, std } = checkPixelTensor(input, this.#imageShape, this.preprocess);
+      return this.#run(input.data, batch, this.scheduleFor(scheduleOptions), profile === true, { mean, std });
+    }
+    const batch = checkImageTensor(input as Tensor4D, this.#imageShape);
+    return this.#run(input.data as Float32Array, batch, this.scheduleFor(scheduleOptions), profile === true);
   }
 
-  /** One native pass over a batch already checked. */
-  async #run(data: Float32Array, batch: number, schedule: Schedule, profile: boolean): Promise<ForwardOutput> {
+  /** One native pass over a batch already checked: float32, or uint8 with its statistics. */
+  async #run(data: Float32Array | Uint8Array, batch: number, schedule: Schedule, profile: boolean,
+    normalize?: NativeNormalize): Promise<ForwardOutput> {
     const native = this.#alive();
-    const res = await callNativeAsync(() => native.forward(data, batch, schedule.keep, schedule.fuse, profile));
+    const res = await callNativeAsync(() => data instanceof Float32Array
+      ? native.forward(data, batch, schedule.keep, schedule.fuse, profile)
+      : native.forward(data, batch, schedule.keep, schedule.fuse, profile, normalize!));
     return {
       logits: res.logits,
       shape: [batch, this.architecture.numClasses],
@@ -300,14 +312,20 @@ export class Model {
     // Before decoding anything: the images would not fit one pass.
     const { maxBatch } = this.#imageShape;
     if (parts.length > maxBatch) throw new InputError(`at most ${maxBatch} images per call, got ${parts.length}`);
+    if (images.length === parts.length) {
+      // Only images: their 8-bit pixels go to the backend, which normalises them (on the GPU with CUDA).
+      const px = await preprocessPixels(images.map((i) => i.input), this.preprocess);
+      const { mean, std } = checkPixelTensor(px, this.#imageShape, this.preprocess);
+      const out = await this.#run(px.data, parts.length, this.scheduleFor(scheduleOptions), false, { mean, std });
+      return classifications(names, out, top, this.labels);
+    }
     let packed: Float32Array | null = null;
     if (images.length) {
       const pre = await preprocessBatch(images.map((i) => i.input), this.preprocess);
+      // Mixed with .npy tensors: the images normalised here, the batch float32.
       images.forEach((img, j) => {
         parts[img.at] = pre.data.subarray(j * per, (j + 1) * per);
       });
-      // Every input was an image: the preprocessed batch is already packed in input order.
-      if (images.length === parts.length) packed = pre.data;
     } else if (npyFiles === 1) {
       packed = npyData!;
     }

@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import sharp from 'sharp';
 import { AbortedError, InputError, OptionsError } from './errors';
+import type { PixelTensor } from './tensor';
 
 /** Preprocessing parameters; see {@link resolvePreprocess} for defaults. */
 export interface PreprocessOptions {
@@ -276,14 +277,12 @@ async function plannedDecode(input: string | Buffer, o: Required<PreprocessOptio
   return [Math.min(width, 2 * rw), Math.min(height, 2 * rh)];
 }
 
-/** Decodes, orients, resizes, crops and normalises one image into `out` at `offset` (CHW). */
-async function preprocessInto(
+/** Decodes, orients, resizes and crops one image: its `imgSize`² pixels, 8-bit, channels interleaved (HWC). */
+async function decodeCrop(
   input: string | Buffer,
   o: Required<PreprocessOptions>,
-  out: Float32Array,
-  offset: number,
   limits: DecodeLimits = {},
-): Promise<void> {
+): Promise<Uint8Array> {
   if (typeof input === 'string') {
     if (input.length === 0) throw new InputError('image path is an empty string');
   } else if (input instanceof Uint8Array) {
@@ -368,16 +367,61 @@ async function preprocessInto(
     }
   }
 
-  // ToTensor + Normalize in float32, as torch does: ((v / 255) - mean) / std.
-  const C = o.channels;
-  const plane = crop * crop;
-  const lut = new Float32Array(256);
+  return pixels;
+}
+
+/**
+ * ToTensor + Normalize in float32, as torch does: lut[c][v] = ((v / 255) - mean[c]) / std[c], each
+ * step rounded to float32. The native side builds the same table (src/backend/pixels.h) for uint8
+ * input, so both give the same bits.
+ */
+export function normalizationTable(mean: readonly number[], std: readonly number[]): Float32Array {
+  const C = mean.length;
+  const lut = new Float32Array(C * 256);
   for (let c = 0; c < C; c++) {
-    const m = Math.fround(o.mean[c]!);
-    const s = Math.fround(o.std[c]!);
-    for (let v = 0; v < 256; v++) lut[v] = Math.fround(Math.fround(v / 255) - m) / s;
+    const m = Math.fround(mean[c]!);
+    const s = Math.fround(std[c]!);
+    for (let v = 0; v < 256; v++) lut[c * 256 + v] = Math.fround(Math.fround(v / 255) - m) / s;
+  }
+  return lut;
+}
+
+/** Decodes one image and writes it normalised into `out` at `offset` (CHW float32). */
+async function preprocessInto(
+  input: string | Buffer,
+  o: Required<PreprocessOptions>,
+  out: Float32Array,
+  offset: number,
+  limits: DecodeLimits = {},
+): Promise<void> {
+  const pixels = await decodeCrop(input, o, limits);
+  const C = o.channels;
+  const plane = o.imgSize * o.imgSize;
+  const lut = normalizationTable(o.mean, o.std);
+  for (let c = 0; c < C; c++) {
     const base = offset + c * plane;
-    for (let p = 0, q = c; p < plane; p++, q += C) out[base + p] = lut[pixels[q]!]!;
+    for (let p = 0, q = c; p < plane; p++, q += C) out[base + p] = lut[c * 256 + pixels[q]!]!;
+  }
+}
+
+/** Decodes one image and writes its pixels planar into `out` at `offset` (CHW uint8). */
+async function pixelsInto(
+  input: string | Buffer,
+  o: Required<PreprocessOptions>,
+  out: Uint8Array,
+  offset: number,
+  limits: DecodeLimits = {},
+): Promise<void> {
+  const pixels = await decodeCrop(input, o, limits);
+  const C = o.channels;
+  const plane = o.imgSize * o.imgSize;
+  if (C === 1) {
+    out.set(pixels, offset);
+    return;
+  }
+  for (let c = 0; c < C; c++) {
+    const base = offset + c * plane;
+    for (let p = 0, q = c; p < plane; p++, q += C) out[base + p] = pixels[q]!;
   }
 }
 
@@ -402,6 +446,25 @@ export async function preprocessImage(
   return out;
 }
 
+/** Runs `one(k)` for k < n, at most `concurrency` at once; the first failure stops the rest. */
+async function eachConcurrently(n: number, limits: DecodeLimits, one: (k: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < n) {
+      const k = next++;
+      try {
+        await one(k);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const workers = Math.max(1, Math.min(n, limits.concurrency ?? availableParallelism()));
+  await Promise.all(Array.from({ length: workers }, worker));
+}
+
 /**
  * Preprocesses several images concurrently (bounded by the CPU count) and packs
  * them, in input order, into one NCHW float32 tensor.
@@ -420,20 +483,28 @@ export async function preprocessBatch(
   const n = inputs.length;
   const per = o.channels * o.imgSize * o.imgSize;
   const data = new Float32Array(n * per);
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < n) {
-      const k = next++;
-      try {
-        await preprocessInto(inputs[k]!, o, data, k * per, limits);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  const workers = Math.max(1, Math.min(n, limits.concurrency ?? availableParallelism()));
-  await Promise.all(Array.from({ length: workers }, worker));
+  await eachConcurrently(n, limits, (k) => preprocessInto(inputs[k]!, o, data, k * per, limits));
   return { data, shape: [n, o.channels, o.imgSize, o.imgSize] };
+}
+
+/**
+ * As {@link preprocessBatch}, but stops before the normalisation: the images' 8-bit pixels,
+ * planar [B, C, H, W], with the mean and std the model normalises them by. A quarter of the
+ * bytes of the float32 tensor; Model.forward normalises them natively (on the GPU with CUDA),
+ * bit for bit as preprocessBatch would have.
+ */
+export async function preprocessPixels(
+  inputs: Array<string | Buffer>,
+  opts: Required<PreprocessOptions>,
+  limits: DecodeLimits = {},
+): Promise<PixelTensor> {
+  const o = resolvePreprocess(opts);
+  if (!Array.isArray(inputs) || inputs.length === 0) {
+    throw new InputError('preprocessPixels needs a non-empty array of image paths or buffers');
+  }
+  const n = inputs.length;
+  const per = o.channels * o.imgSize * o.imgSize;
+  const data = new Uint8Array(n * per);
+  await eachConcurrently(n, limits, (k) => pixelsInto(inputs[k]!, o, data, k * per, limits));
+  return { dtype: 'uint8', data, shape: [n, o.channels, o.imgSize, o.imgSize], mean: [...o.mean], std: [...o.std] };
 }

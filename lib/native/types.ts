@@ -57,6 +57,12 @@ export interface NativeKept {
   tokens: Int32Array;
 }
 
+/** Per-channel statistics, in [0, 1] units, of uint8 input. */
+export interface NativeNormalize {
+  mean: Float32Array;
+  std: Float32Array;
+}
+
 export interface NativeForwardResult {
   logits: Float32Array;
   kept: NativeKept[];
@@ -68,9 +74,18 @@ export interface NativeForwardResult {
 export type Precision = 'f32' | 'f16' | 'bf16';
 
 export interface NativeModel {
-  /** keep[i] < 0: block i runs dense; else it keeps keep[i] tokens (+1 fused when fuse[i]). */
+  /**
+   * keep[i] < 0: block i runs dense; else it keeps keep[i] tokens (+1 fused when fuse[i]).
+   * images: float32 [B, C, H, W], normalised; or uint8 pixels [B, C, H, W] with `normalize`, the
+   * per-channel mean and std (one float each per channel) that turn value v of channel c into
+   * ((v / 255) - mean[c]) / std[c], float32 arithmetic, normalised natively (CUDA: on the device).
+   */
   forward(
     images: Float32Array, batch: number, keep: Int32Array, fuse: Uint8Array, profile?: boolean,
+  ): Promise<NativeForwardResult>;
+  forward(
+    images: Uint8Array, batch: number, keep: Int32Array, fuse: Uint8Array, profile: boolean,
+    normalize: NativeNormalize,
   ): Promise<NativeForwardResult>;
   dispose(): void;
   readonly backend: 'cpu' | 'cuda';

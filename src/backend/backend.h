@@ -70,9 +70,13 @@ struct BlockPlan {
 };
 
 // A validated pass: 1 <= batch <= Limits::kMaxBatch, images of the model's input() shape owned
-// by the caller for the whole pass, and tokens = model.validatePlan(plan).
+// by the caller for the whole pass, and tokens = model.validatePlan(plan). The images come as
+// fp32 (images) or, to a model whose takesPixels(), as uint8 with their normalisation table
+// (pixels and pixelLut, src/backend/pixels.h); exactly one of images and pixels is set.
 struct ForwardRequest {
-  const float* images = nullptr;  // [batch, channels, height, width]
+  const float* images = nullptr;    // [batch, channels, height, width]
+  const uint8_t* pixels = nullptr;  // [batch, channels, height, width]
+  const float* pixelLut = nullptr;  // [channels, 256]: what pixel value v of channel c stands for
   int batch = 0;
   std::vector<BlockPlan> plan;  // DeiT: one per block; empty for a family that drops nothing
   std::vector<int> tokens;      // DeiT: N (class token included) entering each block, then the final N
@@ -135,6 +139,9 @@ class PreparedModel {
   virtual std::vector<int> validatePlan(const std::vector<BlockPlan>& plan) const {
     return evit::validatePlan(config(), plan);
   }
+  // Whether forward() takes ForwardRequest::pixels; the binding expands uint8 images to fp32 for
+  // a model that does not.
+  virtual bool takesPixels() const { return false; }
   // Activation memory the backend holds between passes (host arena, or device arenas), in bytes.
   virtual size_t activationBytes() const = 0;
   // Runs a whole batch; called from a worker thread, never the JS thread.

@@ -9,6 +9,7 @@
 #include "../backend/cuda_backend.h"
 #include "../backend/host_weights.h"
 #include "../backend/page_buffer.h"
+#include "../backend/pixels.h"
 #include "../backend/shunted.h"
 #include "../cpu/cpu_model.h"
 #include "../cpu/shunted_model.h"
@@ -233,31 +234,74 @@ Napi::Value ModelHandle::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!model_) throw nativeFailure(env, "model has been disposed");
   const int batch = intArg(info[1], "batch", 1, Limits::kMaxBatch);
-  const int64_t expected = (int64_t)batch * (int64_t)model_->input().floats();
+  const InputShape shape = model_->input();
+  const int64_t expected = (int64_t)batch * (int64_t)shape.floats();
   const int planLength = model_->planLength();
-  auto images = typedArrayArg<float>(info[0], "images", expected);
+  const bool pixels = info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+  if (!pixels && !(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
+    throw typeError(env, "images must be a Float32Array (normalised fp32) or a Uint8Array (uint8 pixels)");
+  const Napi::Value normalize = info.Length() > 5 ? info[5] : env.Undefined();
+  if (!pixels && !normalize.IsUndefined())
+    throw typeError(env, "normalize (mean and std) applies to uint8 images only; these images are not a Uint8Array");
   auto keep = typedArrayArg<int32_t>(info[2], "keep", planLength);
   auto fuse = typedArrayArg<uint8_t>(info[3], "fuse", planLength);
 
   // The pass reads its own copy: JavaScript may transfer, resize or rewrite the caller's buffer
   // while the pass runs on a worker thread, and N-API cannot pin an ArrayBuffer's memory.
   PageBuffer owned;
-  try {
-    owned = PageBuffer((size_t)expected * sizeof(float));
-  } catch (const std::bad_alloc&) {
-    throw nativeFailure(env, "out of memory copying the input batch");
-  }
-  // A NaN or infinity would run through and come out as NaN logits: refused, found during the copy.
-  const long bad = copyFinite(owned.as<float>(), images.Data(), (size_t)expected);
-  if (bad >= 0) {
-    const size_t perImage = model_->input().floats();
-    throw badInput(env, "input image " + std::to_string(bad / perImage) + " holds a non-finite value (" +
-                            std::to_string(images.Data()[bad]) + " at element " + std::to_string(bad % perImage) +
-                            "); every pixel must be a finite number");
+  ForwardRequest req;
+  if (pixels) {
+    // uint8 [B, C, H, W] and the per-channel mean and std that normalise them (src/backend/pixels.h).
+    auto images = typedArrayArg<uint8_t>(info[0], "images", expected);
+    if (!normalize.IsObject())
+      throw typeError(env, "uint8 images need normalize: { mean, std }, a Float32Array of " +
+                               std::to_string(shape.channels) + " per channel each");
+    Napi::Object o = normalize.As<Napi::Object>();
+    auto mean = typedArrayArg<float>(requireProp(o, "mean", "normalize"), "normalize.mean", shape.channels);
+    auto stdev = typedArrayArg<float>(requireProp(o, "std", "normalize"), "normalize.std", shape.channels);
+    std::vector<float> lut;
+    try {
+      lut = pixelLut(mean.Data(), stdev.Data(), shape.channels);
+    } catch (const ArgumentError& e) {
+      throw rangeError(env, std::string("normalize.") + e.what());
+    }
+    // A model that takes pixels gets the table and the bytes; another gets them expanded to fp32
+    // here, the same values its fp32 input would hold.
+    const bool native = model_->takesPixels();
+    const size_t lutBytes = lut.size() * sizeof(float);
+    try {
+      owned = PageBuffer(native ? lutBytes + (size_t)expected : (size_t)expected * sizeof(float));
+    } catch (const std::bad_alloc&) {
+      throw nativeFailure(env, "out of memory copying the input batch");
+    }
+    if (native) {
+      std::memcpy(owned.as<char>(), lut.data(), lutBytes);
+      std::memcpy(owned.as<char>() + lutBytes, images.Data(), (size_t)expected);
+      req.pixelLut = owned.as<float>();
+      req.pixels = reinterpret_cast<const uint8_t*>(owned.as<char>() + lutBytes);
+    } else {
+      expandPixels(owned.as<float>(), images.Data(), lut.data(), (size_t)batch, shape.channels,
+                   (size_t)shape.height * shape.width);
+      req.images = owned.as<float>();
+    }
+  } else {
+    auto images = typedArrayArg<float>(info[0], "images", expected);
+    try {
+      owned = PageBuffer((size_t)expected * sizeof(float));
+    } catch (const std::bad_alloc&) {
+      throw nativeFailure(env, "out of memory copying the input batch");
+    }
+    // A NaN or infinity would run through and come out as NaN logits: refused, found during the copy.
+    const long bad = copyFinite(owned.as<float>(), images.Data(), (size_t)expected);
+    if (bad >= 0) {
+      const size_t perImage = shape.floats();
+      throw badInput(env, "input image " + std::to_string(bad / perImage) + " holds a non-finite value (" +
+                              std::to_string(images.Data()[bad]) + " at element " + std::to_string(bad % perImage) +
+                              "); every pixel must be a finite number");
+    }
+    req.images = owned.as<float>();
   }
 
-  ForwardRequest req;
-  req.images = owned.as<float>();
   req.batch = batch;
   req.profile = info.Length() > 4 && info[4].ToBoolean();
   req.plan.resize(planLength);

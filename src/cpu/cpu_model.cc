@@ -42,7 +42,7 @@ size_t totalFloats(const std::vector<size_t>& sizes) {
 
 void CpuModel::forward(const ForwardRequest& req, ForwardResult& out) {
   const ModelConfig& c = cfg_;
-  assert(req.images && req.batch >= 1 && req.tokens.size() == (size_t)c.depth + 1);
+  assert((req.images || (req.pixels && req.pixelLut)) && req.batch >= 1 && req.tokens.size() == (size_t)c.depth + 1);
   ThreadPool& tp = pool();
   std::lock_guard<std::mutex> pass(tp.passMutex());
 
@@ -82,7 +82,7 @@ void CpuModel::runChunk(const ForwardRequest& req, int first, int count, Forward
     for (int p = 0; p < P; ++p) origins_[(size_t)b * P + p] = p;
   int32_t* originsIn = origins_.data();
   int32_t* originsOut = nextOrigins_.data();
-  const float* images = req.images + (size_t)first * c.inChans * c.imgH() * c.imgW();
+  const size_t imageOffset = (size_t)first * c.inChans * c.imgH() * c.imgW();
 
   // Lap timer for the profile: each call charges the time since the previous one to a slot.
   auto last = std::chrono::steady_clock::now();
@@ -95,7 +95,10 @@ void CpuModel::runChunk(const ForwardRequest& req, int first, int count, Forward
 
   // Patch embedding: the conv as a GEMM over patchified columns, then class token and position
   // embedding assemble the token stream.
-  patchify(qkv, images, B, c.inChans, c.gridH, c.gridW, c.patchSize);
+  if (req.pixels)
+    patchifyPixels(qkv, req.pixels + imageOffset, req.pixelLut, B, c.inChans, c.gridH, c.gridW, c.patchSize);
+  else
+    patchify(qkv, req.images + imageOffset, B, c.inChans, c.gridH, c.gridW, c.patchSize);
   linear(normed, qkv, w.patchW, w.patchB, B * P, C, (int)patchK, Epilogue::Bias);
   assembleTokens(x, normed, w.clsToken, w.posEmbed, B, P, C);
   lap(kPatchEmbed);

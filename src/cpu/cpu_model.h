@@ -14,6 +14,7 @@ class CpuModel : public PreparedModel {
  public:
   CpuModel(const ModelConfig& cfg, std::shared_ptr<const HostWeights> weights);
   const ModelConfig& config() const override { return cfg_; }
+  bool takesPixels() const override { return true; }
   size_t activationBytes() const override { return arena_.bytes(); }
   void forward(const ForwardRequest& req, ForwardResult& out) override;
 

@@ -45,6 +45,9 @@ void gatherFuse(float* out, int32_t* originsOut, const float* x, const float* sc
 // cols [B * P, inChans * p * p] = the patches of img [B, inChans, gh*p, gw*p], in the order of
 // the flattened conv weight [C, inChans, p, p] (im2col of the stride-p patch convolution).
 void patchify(float* cols, const float* img, int B, int inChans, int gh, int gw, int p);
+// The same from uint8 pixels [B, inChans, gh*p, gw*p]: each is normalised on the way by
+// lut [inChans, 256] (src/backend/pixels.h), so cols equal patchify of the fp32 image lut gives.
+void patchifyPixels(float* cols, const uint8_t* px, const float* lut, int B, int inChans, int gh, int gw, int p);
 
 // x [B, 1 + P, C] = [cls + pos[0], patches[b, i] + pos[1 + i]] from patches [B * P, C].
 void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C);

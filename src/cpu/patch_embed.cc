@@ -25,6 +25,26 @@ void patchify(float* cols, const float* img, int B, int inChans, int gh, int gw,
   });
 }
 
+void patchifyPixels(float* cols, const uint8_t* px, const float* lut, int B, int inChans, int gh, int gw, int p) {
+  const int P = gh * gw, H = gh * p, Wd = gw * p;
+  const size_t K = (size_t)inChans * p * p;
+  pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t bi = r / P, pi = r % P;
+      const int gy = (int)(pi / gw), gx = (int)(pi % gw);
+      float* dst = cols + r * K;
+      for (int c = 0; c < inChans; ++c) {
+        const float* level = lut + (size_t)c * 256;
+        for (int ky = 0; ky < p; ++ky) {
+          const uint8_t* src = px + ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p;
+          float* row = dst + ((size_t)c * p + ky) * p;
+          for (int kx = 0; kx < p; ++kx) row[kx] = level[src[kx]];
+        }
+      }
+    }
+  });
+}
+
 void assembleTokens(float* x, const float* patches, const float* cls, const float* pos, int B, int P, int C) {
   pool().parallelFor(B, [&](size_t b0, size_t b1, int) {
     for (size_t bi = b0; bi < b1; ++bi) {

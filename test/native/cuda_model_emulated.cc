@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../../cuda/cuda_model.h"
+#include "../../src/backend/pixels.h"
 #include "../../src/cpu/cpu_model.h"
 #include "evit_simt/control.h"
 
@@ -81,6 +82,28 @@ ForwardResult run(PreparedModel& m, const std::vector<float>& images, int B, con
   req.plan = p;
   req.tokens = validatePlan(m.config(), p);
   req.profile = profile;
+  ForwardResult out;
+  m.forward(req, out);
+  return out;
+}
+
+// uint8 images, every level present, and the table that normalises them.
+std::vector<uint8_t> randomPixels(const ModelConfig& c, int B, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v((size_t)B * c.inChans * c.imgH() * c.imgW());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = i < 256 ? (uint8_t)i : (uint8_t)(rng() & 255);
+  return v;
+}
+const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
+
+ForwardResult runPixels(PreparedModel& m, const std::vector<uint8_t>& px, const std::vector<float>& lut, int B,
+                        const std::vector<BlockPlan>& p) {
+  ForwardRequest req;
+  req.pixels = px.data();
+  req.pixelLut = lut.data();
+  req.batch = B;
+  req.plan = p;
+  req.tokens = validatePlan(m.config(), p);
   ForwardResult out;
   m.forward(req, out);
   return out;
@@ -317,6 +340,61 @@ int runChecks() {
     // As a restarted process would: a clean device for what follows.
     evit_simt::resetInjection();
     evit_simt::clearStickyError();
+  }
+
+  {
+    // uint8 images normalised on the device give the fp32 path's logits and kept tokens bit for
+    // bit, on the CPU backend and on CUDA in f32 and f16, in chunks (maxBatch 4, batch 6), eager
+    // and replayed; and their upload comes from the context's pinned staging buffer, a quarter
+    // of fp32's bytes.
+    const std::vector<float> lut = pixelLut(kMean, kStd, c.inChans);
+    const int B = 6;
+    const auto px = randomPixels(c, B, 61);
+    std::vector<float> expanded(px.size());
+    expandPixels(expanded.data(), px.data(), lut.data(), B, c.inChans, (size_t)c.imgH() * c.imgW());
+    const auto& p = plans[1].second;
+    const ForwardResult cpuF32 = run(cpuModel, expanded, B, p);
+    const ForwardResult cpuU8 = runPixels(cpuModel, px, lut, B, p);
+    check(cpuU8.logits == cpuF32.logits && sameKept(cpuU8, cpuF32),
+          "CPU backend: uint8 images through the table give the fp32 images' logits and kept tokens bit for bit");
+    for (Precision prec : {Precision::F32, Precision::F16}) {
+      CudaOptions o = f32(4, 2);
+      o.precision = prec;
+      const std::string name = precisionName(prec);
+      cuda::CudaModel gpu(c, *weights, o);
+      const ForwardResult want = run(gpu, expanded, B, p);
+      bool same = true;
+      size_t h2d = 0, pinned = 0;
+      for (int pass = 0; pass < 3; ++pass) {  // eager, capture, replay
+        const auto before = evit_simt::counters();
+        const ForwardResult got = runPixels(gpu, px, lut, B, p);
+        const auto after = evit_simt::counters();
+        h2d += after.hostToDeviceBytes - before.hostToDeviceBytes;
+        pinned += after.hostToDevicePinnedBytes - before.hostToDevicePinnedBytes;
+        same = same && got.logits == want.logits && sameKept(got, want);
+      }
+      check(same, name + ": uint8 images give the fp32 images' logits and kept tokens bit for bit, 3 passes of 2 chunks");
+      const size_t wantBytes = 3 * (px.size() + 2 * lut.size() * sizeof(float));  // pixels, and the table per chunk
+      check(h2d == wantBytes && pinned == h2d,
+            name + ": every uint8 upload comes from pinned memory (" + std::to_string(pinned) + " of " +
+                std::to_string(h2d) + " bytes, expected " + std::to_string(wantBytes) + ")");
+      const auto before = evit_simt::counters();
+      const ForwardResult again = run(gpu, expanded, B, p);
+      const auto after = evit_simt::counters();
+      const size_t f32Bytes = expanded.size() * sizeof(float);
+      check(again.logits == want.logits && after.hostToDeviceBytes - before.hostToDeviceBytes == f32Bytes &&
+                after.hostToDevicePinnedBytes - before.hostToDevicePinnedBytes == f32Bytes,
+            name + ": fp32 images are staged through pinned memory too (" + std::to_string(f32Bytes) + " bytes)");
+      // Against the CPU backend: dense, so that a near-tie swap of a kept token (which the 16-bit
+      // tolerances of docs/CUDA.md allow) cannot move the logits further.
+      const double tol = logitTolerance(prec, range);
+      const double d = maxDiff(runPixels(gpu, px, lut, B, plans[0].second).logits,
+                               runPixels(cpuModel, px, lut, B, plans[0].second).logits);
+      std::string why;
+      check(d <= tol && keptAlike(want, cpuU8, B, why), name + ": uint8 logits within " + std::to_string(tol) +
+                                                           " of the CPU backend's (max diff " + std::to_string(d) +
+                                                           "), kept tokens alike " + why);
+    }
   }
 
   for (Precision prec : {Precision::F16, Precision::BF16}) {

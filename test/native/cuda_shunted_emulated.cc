@@ -158,6 +158,13 @@ int runChecks() {
             "f32 batch " + std::to_string(B) + ": captured and replayed passes give the eager pass's bits; nothing kept");
     }
     const auto after = evit_simt::counters();
+    const size_t uploaded = 3 * (1 + 3) * (size_t)c.inChans * c.imgH * c.imgW * sizeof(float);
+    check(after.hostToDeviceBytes - before.hostToDeviceBytes == uploaded &&
+              after.hostToDevicePinnedBytes - before.hostToDevicePinnedBytes == uploaded,
+          "every image upload comes from pinned staging (" +
+              std::to_string(after.hostToDevicePinnedBytes - before.hostToDevicePinnedBytes) + " of " +
+              std::to_string(after.hostToDeviceBytes - before.hostToDeviceBytes) + " bytes, expected " +
+              std::to_string(uploaded) + ")");
     check(after.capturesCompleted > before.capturesCompleted && after.graphLaunches > before.graphLaunches,
           "repeated shapes were captured (" + std::to_string(after.capturesCompleted - before.capturesCompleted) +
               ") and replayed (" + std::to_string(after.graphLaunches - before.graphLaunches) + " graph launches)");

@@ -23,6 +23,7 @@ std::mutex mu;
 std::map<uintptr_t, Allocation> allocations;
 size_t deviceBytes = 0;
 long deviceCount = 0, pinnedCount = 0;
+size_t h2dBytes = 0, h2dPinnedBytes = 0;
 int failingAllocations = 0;
 std::atomic<uint64_t> generation{0};
 
@@ -126,6 +127,8 @@ void memoryCounters(Counters& c) {
   c.liveDeviceAllocations = deviceCount;
   c.livePinnedAllocations = pinnedCount;
   c.liveDeviceBytes = deviceBytes;
+  c.hostToDeviceBytes = h2dBytes;
+  c.hostToDevicePinnedBytes = h2dPinnedBytes;
 }
 
 void failAllocations(int count) {
@@ -162,6 +165,12 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (cudaError_t e = checkCopy(dst, src, bytes, kind)) return recordError(e);
+  if (bytes && isDeviceRange(dst, bytes, false) && !isDeviceRange(src, bytes, false)) {
+    const bool pinned = isDeviceRange(src, bytes, true);
+    std::lock_guard<std::mutex> lock(mu);
+    h2dBytes += bytes;
+    if (pinned) h2dPinnedBytes += bytes;
+  }
   return submit(stream, Node{"cudaMemcpyAsync", [=](bool) {
                                if (bytes) std::memmove(dst, src, bytes);
                                return cudaSuccess;

@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "linear_internal.h"
 #include "reference.h"
+#include "../../../src/backend/pixels.h"
 
 using harness::check;
 using harness::contains;
@@ -699,6 +700,47 @@ void topkTest(const TopkCase& tc) {
 
 // ---- patch embedding ---------------------------------------------------------------------
 
+// uint8 pixels through the normalisation table: cols[r, k] = lut[c, pixel], bit for bit, for
+// every level (0 and 255 included) of every channel.
+template <class T>
+void pixelPatchTest(int B, int ic, int gh, int gw, int p) {
+  const std::string label = std::string("patchifyPixels ") + Ty<T>::name + " B" + std::to_string(B) + " " +
+                            std::to_string(ic) + "x" + std::to_string(gh * p) + "x" + std::to_string(gw * p) + " p" +
+                            std::to_string(p);
+  const int P = gh * gw, K = ic * p * p, H = gh * p, W = gw * p;
+  std::mt19937 rng(11 + B * 7 + ic);
+  std::vector<uint8_t> px((size_t)B * ic * H * W);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = i < 256 ? (uint8_t)i : (uint8_t)(rng() & 255);
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
+  const std::vector<float> lut = evit::pixelLut(mean, stdev, ic);
+  Buf<uint8_t> dp(px.size());
+  Buf<float> dl(lut.size());
+  Buf<T> dc((size_t)B * P * K);
+  dp.up(px);
+  dl.up(lut);
+  Bytes got;
+  if (!scheduled(label, [&] {
+        dc.poison();
+        patchifyPixels<T>(dc.p(), dp.p(), dl.p(), B, ic, gh, gw, p, nullptr);
+        return dc.bytes();
+      }, got))
+    return;
+  const auto cols = as<T>(got, 0, (size_t)B * P * K);
+  bool ok = true;
+  for (int b = 0; b < B; ++b)
+    for (int gy = 0; gy < gh; ++gy)
+      for (int gx = 0; gx < gw; ++gx)
+        for (int c = 0; c < ic; ++c)
+          for (int ky = 0; ky < p; ++ky)
+            for (int kx = 0; kx < p; ++kx) {
+              const uint8_t v = px[(((size_t)b * ic + c) * H + gy * p + ky) * W + gx * p + kx];
+              const T want = Ty<T>::to(lut[(size_t)c * 256 + v]);
+              const T have = cols[((size_t)b * P + gy * gw + gx) * K + (c * p + ky) * p + kx];
+              ok = ok && std::memcmp(&want, &have, sizeof(T)) == 0;
+            }
+  check(ok, label + ": every element is lut[c, pixel], in the conv weight's (c, ky, kx) order");
+}
+
 template <class T>
 void patchTest(int B, int ic, int gh, int gw, int p, int C) {
   const std::string label = std::string("patchify ") + Ty<T>::name + " B" + std::to_string(B) + " " + std::to_string(ic) +
@@ -936,6 +978,9 @@ void allFor() {
   if (wanted("patch")) {
     patchTest<T>(2, 3, 3, 2, 4, 24);
     patchTest<T>(1, 1, 2, 5, 3, 13);
+    pixelPatchTest<T>(2, 3, 3, 2, 4);
+    pixelPatchTest<T>(1, 1, 2, 5, 3);
+    pixelPatchTest<T>(3, 3, 4, 4, 5);
   }
   if (wanted("conv")) convTests<T>();
   if (wanted("depthwise")) depthwiseTests<T>();

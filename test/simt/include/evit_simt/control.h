@@ -83,6 +83,8 @@ struct Counters {
   long liveDeviceAllocations = 0;
   long livePinnedAllocations = 0;
   size_t liveDeviceBytes = 0;
+  size_t hostToDeviceBytes = 0;        // submitted by cudaMemcpy(Async) from host to device ...
+  size_t hostToDevicePinnedBytes = 0;  // ... of which from pinned memory (a true asynchronous DMA on a GPU)
 };
 Counters counters();
 
