@@ -90,7 +90,9 @@ function summarise(records) {
     out.devices[key] = deit.passes.map((p) => {
       const r = passTime(dev, p);
       const dense = deit.passes.find((q) => q.batch === p.batch && q.keep === 1);
-      r.speedupOverDense = dense ? r.imgPerSec / passTime(dev, dense).imgPerSec : 1;
+      const d = dense ? passTime(dev, dense) : r;
+      r.speedupOverDense = r.imgPerSec / d.imgPerSec;
+      r.kernelSpeedupOverDense = d.gpuUs / r.gpuUs * (r.batch / d.batch);
       return r;
     });
   }
@@ -142,12 +144,15 @@ function markdown(results) {
   for (const key of ['h100', 'h200']) {
     const dev = DEVICES[key];
     L.push(`### DeiT-S on ${dev.name}, predicted`, '');
-    L.push(`| batch | keep | ${labels.map((l) => `img/s (${l})`).join(' | ')} | × dense | reorg share of its block (of its attention) | H2D copy share | copy hidden (2 streams) |`);
-    L.push(`|---|---|${labels.map(() => '---|').join('')}---|---|---|---|`);
+    L.push(`| batch | keep | ${labels.map((l) => `img/s, copy overlapped (${l}) | kernels only (${l})`).join(' | ')} | × dense (kernels only) | reorg share of its block (of its attention) | H2D copy share | copy hidden (2 streams) |`);
+    L.push(`|---|---|${labels.map(() => '---|---|').join('')}---|---|---|---|`);
     const last = results.runs[labels[labels.length - 1]].devices[key];
     last.forEach((r, i) => {
-      const cells = labels.map((l) => fmt(results.runs[l].devices[key][i]?.imgPerSec ?? NaN));
-      L.push(`| ${r.batch} | ${r.keep === 1 ? 'dense' : r.keep} | ${cells.join(' | ')} | ${r.speedupOverDense.toFixed(2)} | ` +
+      const cells = labels.map((l) => {
+        const x = results.runs[l].devices[key][i];
+        return x ? `${fmt(x.imgPerSec)} | ${fmt(x.batch / (x.gpuUs * 1e-6))}` : '– | –';
+      });
+      L.push(`| ${r.batch} | ${r.keep === 1 ? 'dense' : r.keep} | ${cells.join(' | ')} | ${r.speedupOverDense.toFixed(2)} (${r.kernelSpeedupOverDense.toFixed(2)}) | ` +
         `${r.keep === 1 ? '–' : `${pct(r.reorgShare)} (${pct(r.reorgOfAttention)})`} | ${pct(r.copyShare)} (${r.srcPinned ? 'pinned' : 'pageable'}) | ${r.copyHidden ? 'yes' : 'no'} |`);
     });
     L.push('');
@@ -162,8 +167,8 @@ function markdown(results) {
     L.push('');
   }
   L.push('**Targets (predicted, latest run):** ' + [
-    `keep 0.7 ≥ 1.5× dense at batch ≥ 64: ${h200.filter((r) => r.batch >= 64 && r.keep === 0.7).map((r) => `${r.speedupOverDense.toFixed(2)}× at ${r.batch}`).join(', ')}`,
-    `batch 1 keep 0.7 no slower than dense: ${h200.find((r) => r.batch === 1 && r.keep === 0.7).speedupOverDense.toFixed(2)}×`,
+    `keep 0.7 ≥ 1.5× dense at batch ≥ 64: ${h200.filter((r) => r.batch >= 64 && r.keep === 0.7).map((r) => `${r.speedupOverDense.toFixed(2)}× at ${r.batch} (kernels only ${r.kernelSpeedupOverDense.toFixed(2)}×)`).join(', ')}`,
+    `batch 1 keep 0.7 no slower than dense: ${h200.find((r) => r.batch === 1 && r.keep === 0.7).speedupOverDense.toFixed(3)}×`,
     `reorganisation < 5% of its block: at most ${pct(Math.max(...h200.filter((r) => r.keep < 1).map((r) => r.reorgShare)))}`,
     `copy hidden behind compute: ${h200.filter((r) => !r.copyHidden).map((r) => `not at batch ${r.batch} keep ${r.keep}`).join(', ') || 'everywhere'}`,
   ].join('; ') + ' (H200).', '');
@@ -176,6 +181,14 @@ function markdown(results) {
     'figures above them do when the copy is hidden; here the copy (f32 images over PCIe) ' +
     `${c1.copyHidden && c2.copyHidden ? 'is hidden in both' : 'is not hidden in both, and bounds the prediction'}` +
     ` (kernels alone: ${fmt(1024 / (c1.gpuUs * 1e-6))} and ${fmt(256 / (c2.gpuUs * 1e-6))} img/s).`, '');
+  L.push('Why it is off: the published runs are other code (timm: PyTorch eager with cuBLAS GEMMs and its own',
+    'attention and LayerNorm kernels; AITemplate: CUTLASS GEMMs with fused epilogues and fused attention), so the check',
+    'tests the model\'s constants, not these kernels. Both published figures imply a tensor-core use well under the',
+    `f assumed here (DeiT-S 9.2 GFLOP per image × 8,206 img/s = 76 TFLOPS, 46% of the 4090's 165; ViT-B 35 GFLOP ×`,
+    `5,273 = 185 TFLOPS, 59% of the A100's 312) while the prediction puts most of the time in compute-bound GEMMs at`,
+    `f = 0.75: the model errs on the fast side by about the gap between 0.75 and what a whole network reaches`,
+    '(non-GEMM kernels overlapping badly, tails, clocks under load). It charges nothing for scalar fp32 work and',
+    'assumes no interference between back-to-back kernels; it cannot see register spills or bank conflicts.', '');
   L.push('**Sampler check** (DeiT-S, the same passes executed in full and sampled; counts scaled to the grid):', '');
   L.push('| batch | keep | threshold | blocks run full / sampled | mma | requested bytes read / written | H200 time |', '|---|---|---|---|---|---|---|');
   for (const s of cur.sampler)
@@ -218,9 +231,12 @@ async function main() {
     fs.mkdirSync(path.dirname(RECORDS), { recursive: true });
     fs.writeFileSync(RECORDS, JSON.stringify({ key, emulationSeconds, records }));
   }
-  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
-  const label = o.label || `kernels as of ${commit}`;
+  // The last commit that changed a kernel or the backend's host code; a rerun of the same program keeps its label.
+  const commit = spawnSync('git', ['log', '-1', '--format=%h', '--', 'cuda'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
   const results = readJson(RESULTS, { runs: {} });
+  const same = Object.keys(results.runs).find((l) => results.runs[l].programKey === key);
+  const label = o.label || same || `kernels as of ${commit}`;
+  if (same && same !== label) delete results.runs[same];
   results.runs[label] = { programKey: key, emulationSeconds, ...summarise(records) };
   fs.writeFileSync(RESULTS, JSON.stringify(results, null, 1) + '\n');
   writeSection(markdown(results));
