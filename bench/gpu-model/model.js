@@ -119,8 +119,10 @@ function passTime(dev, pass, { graph = true, pinned } = {}) {
   const copyUs = h2dBytes / ((srcPinned ? dev.pcieGBs.pinned : dev.pcieGBs.pageable) * 1e9) * 1e6;
   const byOp = {};
   const byBlock = {};
+  const byBound = { compute: 0, hbm: 0, l2: 0 };
   for (const l of launches) {
     byOp[l.op] = (byOp[l.op] || 0) + l.t.us;
+    byBound[l.t.bound] += l.t.us;
     if (l.block >= 0) {
       const b = (byBlock[l.block] ||= { us: 0, reorganiseUs: 0, attentionUs: 0 });
       b.us += l.t.us;
@@ -136,7 +138,7 @@ function passTime(dev, pass, { graph = true, pinned } = {}) {
     batch: pass.batch, keep: pass.keep, launches: launches.length, gpuUs, copyUs, h2dBytes, srcPinned,
     copyShare: copyUs / (gpuUs + copyUs), copyHidden: copyUs <= gpuUs,
     imgPerSec: pass.batch / (overlappedUs * 1e-6), imgPerSecOneStream: pass.batch / ((gpuUs + copyUs) * 1e-6),
-    reorgShare, reorgOfAttention, byOp, flops: launches.reduce((s, l) => s + l.t.flops, 0),
+    reorgShare, reorgOfAttention, byOp, byBound, flops: launches.reduce((s, l) => s + l.t.flops, 0),
   };
 }
 
