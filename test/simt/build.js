@@ -18,7 +18,7 @@ const CXX = process.env.CXX || 'g++';
 const CACHE = path.join(os.tmpdir(), 'evit-simt-cache');
 
 /** The emulator's runtime: add these and INCLUDE (first on the path) to any build. */
-const RUNTIME_SOURCES = ['fibers.cc', 'scheduler.cc', 'runtime.cc', 'memory.cc', 'streams.cc', 'twins.cc', 'kernel_names.cc']
+const RUNTIME_SOURCES = ['fibers.cc', 'scheduler.cc', 'runtime.cc', 'memory.cc', 'streams.cc', 'twins.cc', 'kernel_names.cc', 'counting.cc']
   .map((f) => path.join(__dirname, 'src', f));
 /** How nvcc sees a .cu file, as C++: device code compiled for sm_90 and the runtime header pre-included. */
 const CUDA_AS_CXX = ['-x', 'c++', '-DEVIT_SIMT', '-D__CUDACC__', '-D__CUDA_ARCH__=900', '-include', 'cuda_runtime.h'];
@@ -29,6 +29,14 @@ const FLAVOURS = {
   asan: {
     cxx: ['-O1', '-g', '-fno-omit-frame-pointer', '-fsanitize=address,undefined', '-fno-sanitize-recover=all'],
     ld: ['-fsanitize=address,undefined'],
+  },
+  // Global memory traffic counted per launch (test/simt/README.md, "Counting"): the .cu files get
+  // gcc's ThreadSanitizer instrumentation, whose hooks src/counting.cc defines (no libtsan is
+  // linked), and device memory comes from one reserved range.
+  count: {
+    cxx: ['-O2', '-g0', '-DEVIT_SIMT_COUNTING'],
+    cuda: ['-fsanitize=thread', '--param', 'tsan-instrument-func-entry-exit=0'],
+    ld: [],
   },
 };
 const COMMON = ['-std=c++17', '-fPIC', '-ffp-contract=off', '-Wall', '-Wno-unknown-pragmas', '-pthread'];
@@ -93,7 +101,7 @@ async function buildProgram({ name, root = ROOT, units, include = [], defines = 
     const cuda = rel.endsWith('.cu');
     const dirs = [INCLUDE, ...includes];
     const args = [...COMMON, ...fl.cxx, ...defines.map((d) => `-D${d}`), ...dirs.map((d) => `-I${d}`),
-      ...(cuda ? CUDA_AS_CXX : [])];
+      ...(cuda ? [...CUDA_AS_CXX, ...(fl.cuda || [])] : [])];
     const deps = dependencyHash(path.join(jobRoot, rel), jobRoot, dirs.map((d) => path.resolve(jobRoot, d)), cuda ? forced : []);
     const key = crypto.createHash('sha256').update(compilerIdentity()).update(args.join(' ')).update(rel).update(deps)
       .digest('hex').slice(0, 24);

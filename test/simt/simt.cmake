@@ -15,7 +15,8 @@ set(EVIT_SIMT_SOURCES
   ${EVIT_SIMT_DIR}/src/memory.cc
   ${EVIT_SIMT_DIR}/src/streams.cc
   ${EVIT_SIMT_DIR}/src/twins.cc
-  ${EVIT_SIMT_DIR}/src/kernel_names.cc)
+  ${EVIT_SIMT_DIR}/src/kernel_names.cc
+  ${EVIT_SIMT_DIR}/src/counting.cc)
 # How a .cu file is compiled: as C++, device code for sm_90 in the same pass, the runtime header
 # pre-included as nvcc does; no fused multiply-adds the source does not write.
 set(EVIT_SIMT_CUDA_OPTIONS -x c++ -include cuda_runtime.h -Wno-unknown-pragmas -ffp-contract=off)

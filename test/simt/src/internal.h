@@ -92,6 +92,25 @@ void retireCpAsyncGroups(Fiber& f, int keep);
 bool isDeviceRange(const void* p, size_t bytes, bool allowPinned);
 void memoryCounters(Counters& c);
 void freeAllMemory();
+// Base and size of every live allocation (device and pinned), by address.
+std::vector<std::pair<uintptr_t, size_t>> liveAllocations();
+// Whether p is inside a live pinned allocation.
+bool isPinned(const void* p);
+void appendCopyRecord(const CopyRecord& r);
+
+// Counting (counting.cc): the reserved range allocations come from in the counting flavour,
+// and the per-launch tally of global bytes and sectors on this host thread.
+void* regionAllocate(size_t bytes, size_t align);
+void regionRelease(void* p, size_t bytes);
+void regionReset();
+void beginCounting();
+void pauseCounting();
+void resumeCounting();
+void countedBytes(uint64_t* read, uint64_t* written);
+void endBlockCounting();  // after each block: adds its unique sectors to the per-block sums
+void countedBlockSectors(uint64_t* read, uint64_t* written);
+void countGlobalRead(const void* p, size_t bytes);
+void endCounting(LaunchRecord& r, const std::vector<std::pair<uintptr_t, size_t>>& allocations);
 
 // Runtime state (runtime.cc).
 void setStickyError(cudaError_t e, const std::string& fault);
@@ -101,6 +120,7 @@ bool consumeLaunchFailure(const std::string& kernel, cudaError_t* error);
 size_t dynamicSmemLimit(const void* kernel);  // the kernel's opted-in limit (48 KiB default)
 uint64_t nextLaunchOrdinal();
 void appendLaunchRecord(LaunchRecord&& record);
+void noteEventRecorded();  // an event record executed (LaunchRecord::eventsBefore)
 
 // Stream work (streams.cc): runs now, or is recorded when the stream is capturing.
 struct Node {

@@ -59,7 +59,12 @@ cudaError_t allocate(void** ptr, size_t bytes, bool pinned) {
   if (bytes == 0) return cudaSuccess;
   if (!pinned && deviceBytes + bytes > deviceConfig().totalGlobalMem) return recordError(cudaErrorMemoryAllocation);
   void* p = nullptr;
-  if (posix_memalign(&p, pinned ? 4096 : 256, bytes) != 0) return recordError(cudaErrorMemoryAllocation);
+  if (countingBuild()) {
+    // One reserved range, so that the counting hooks tell device addresses by one compare.
+    if (!(p = regionAllocate(bytes, pinned ? 4096 : 256))) return recordError(cudaErrorMemoryAllocation);
+  } else if (posix_memalign(&p, pinned ? 4096 : 256, bytes) != 0) {
+    return recordError(cudaErrorMemoryAllocation);
+  }
   std::memset(p, 0xFF, bytes);
   allocations[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, pinned};
   if (pinned) {
@@ -85,9 +90,13 @@ cudaError_t release(void* ptr, bool pinned) {
     --deviceCount;
     deviceBytes -= it->second.bytes;
   }
+  const size_t bytes = it->second.bytes;
   allocations.erase(it);
   ++generation;
-  std::free(ptr);
+  if (countingBuild())
+    regionRelease(ptr, bytes);
+  else
+    std::free(ptr);
   return result ? recordError(result) : cudaSuccess;
 }
 
@@ -131,6 +140,41 @@ void memoryCounters(Counters& c) {
   c.hostToDevicePinnedBytes = h2dPinnedBytes;
 }
 
+std::vector<std::pair<uintptr_t, size_t>> liveAllocations() {
+  std::lock_guard<std::mutex> lock(mu);
+  std::vector<std::pair<uintptr_t, size_t>> v;
+  v.reserve(allocations.size());
+  for (const auto& [p, a] : allocations) v.emplace_back(p, a.bytes);
+  return v;
+}
+
+bool isPinned(const void* p) {
+  std::lock_guard<std::mutex> lock(mu);
+  uintptr_t base = 0;
+  const Allocation* al = find(p, 1, &base);
+  return al && al->pinned;
+}
+
+namespace {
+std::mutex copyMu;
+std::vector<CopyRecord> copies;
+}  // namespace
+
+void appendCopyRecord(const CopyRecord& r) {
+  std::lock_guard<std::mutex> lock(copyMu);
+  copies.push_back(r);
+}
+
+std::vector<CopyRecord> copyRecords() {
+  std::lock_guard<std::mutex> lock(copyMu);
+  return copies;
+}
+
+void clearCopyRecords() {
+  std::lock_guard<std::mutex> lock(copyMu);
+  copies.clear();
+}
+
 void failAllocations(int count) {
   std::lock_guard<std::mutex> lock(mu);
   failingAllocations = count;
@@ -138,7 +182,10 @@ void failAllocations(int count) {
 
 void freeAllMemory() {
   std::lock_guard<std::mutex> lock(mu);
-  for (auto& [p, a] : allocations) std::free(reinterpret_cast<void*>(p));
+  if (countingBuild())
+    regionReset();
+  else
+    for (auto& [p, a] : allocations) std::free(reinterpret_cast<void*>(p));
   allocations.clear();
   deviceBytes = 0;
   deviceCount = pinnedCount = 0;
@@ -171,7 +218,16 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     h2dBytes += bytes;
     if (pinned) h2dPinnedBytes += bytes;
   }
-  return submit(stream, Node{"cudaMemcpyAsync", [=](bool) {
+  CopyRecord rec;
+  const bool dstDevice = isDeviceRange(dst, 1, false), srcDevice = isDeviceRange(src, 1, false);
+  rec.kind = dstDevice ? (srcDevice ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                       : (srcDevice ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  rec.bytes = bytes;
+  rec.hostPinned = isPinned(dstDevice ? src : dst);
+  return submit(stream, Node{"cudaMemcpyAsync", [=](bool fromGraph) {
+                               CopyRecord r = rec;
+                               r.fromGraph = fromGraph;
+                               if (bytes) appendCopyRecord(r);
                                if (bytes) std::memmove(dst, src, bytes);
                                return cudaSuccess;
                              }});

@@ -46,7 +46,36 @@ Schedule scheduleFromEnvironment() {
 
 bool validDevice(int d) { return d >= 0 && d < config.deviceCount; }
 
+bool samplingSet = false;
+Sampling samplingValue;
+
+Sampling samplingFromEnvironment() {
+  const char* v = std::getenv("EVIT_SIMT_SAMPLE");
+  if (!v || !*v) return Sampling{};
+  char* end = nullptr;
+  Sampling s;
+  s.threshold = std::strtoull(v, &end, 10);
+  if (end && *end == ':') s.interior = (int)std::strtol(end + 1, &end, 10);
+  if (end == v || !end || *end != '\0' || s.interior < 1) {
+    std::fprintf(stderr, "evit-simt: EVIT_SIMT_SAMPLE must be THRESHOLD[:INTERIOR] (blocks, interior >= 1), not '%s'\n", v);
+    std::exit(2);
+  }
+  return s;
+}
+
 }  // namespace
+
+Sampling sampling() {
+  static const Sampling fromEnv = samplingFromEnvironment();
+  std::lock_guard<std::mutex> lock(mu);
+  return samplingSet ? samplingValue : fromEnv;
+}
+
+void setSampling(const Sampling& s) {
+  std::lock_guard<std::mutex> lock(mu);
+  samplingSet = true;
+  samplingValue = s;
+}
 
 Schedule parseSchedule(const std::string& text) {
   if (text == "forward") return Schedule{Schedule::Forward, 0};
@@ -193,7 +222,11 @@ size_t dynamicSmemLimit(const void* kernel) {
 
 uint64_t nextLaunchOrdinal() { return ordinal++; }
 
+std::atomic<uint64_t> eventsRecorded{0};
+void noteEventRecorded() { ++eventsRecorded; }
+
 void appendLaunchRecord(LaunchRecord&& r) {
+  r.eventsBefore = eventsRecorded.load();
   std::lock_guard<std::mutex> lock(mu);
   ++executed;
   records.push_back(std::move(r));

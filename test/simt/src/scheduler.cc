@@ -6,6 +6,7 @@
 // exited lane) is a fault of the launch, never a hang.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -486,6 +487,63 @@ unsigned activeMask() {
   return m;
 }
 
+// The sample along one grid dimension of n: (index, how many indices it stands for).
+std::vector<std::pair<unsigned, double>> samplesAlong(unsigned n, int interior) {
+  std::vector<std::pair<unsigned, double>> v;
+  if (n <= (unsigned)interior + 2) {
+    for (unsigned i = 0; i < n; ++i) v.emplace_back(i, 1.0);
+    return v;
+  }
+  v.emplace_back(0, 1.0);
+  const unsigned inner = n - 2;  // indices 1 .. n-2, each sample the middle of its share
+  for (int k = 0; k < interior; ++k)
+    v.emplace_back(1 + (unsigned)(((2 * k + 1) * (uint64_t)inner) / (2 * (uint64_t)interior)), (double)inner / interior);
+  v.emplace_back(n - 1, 1.0);
+  return v;
+}
+
+// Runs the stratified sample of the grid; the launch's counts become each executed block's
+// counts times the number of blocks it stands for.
+void runSampled(Execution& e, const Schedule& sch, uint64_t ordinal, const Sampling& smp) {
+  const LaunchSpec& spec = *e.spec;
+  const auto xs = samplesAlong(spec.grid.x, smp.interior), ys = samplesAlong(spec.grid.y, smp.interior),
+             zs = samplesAlong(spec.grid.z, smp.interior);
+  LaunchRecord& r = e.record;
+  double mma = 0, ldm = 0, ldmB = 0, cpa = 0, cpaB = 0, bar = 0, coll = 0, rd = 0, wr = 0, bs = 0, bw = 0;
+  for (const auto& [z, wz] : zs)
+    for (const auto& [y, wy] : ys)
+      for (const auto& [x, wx] : xs) {
+        if (e.faulted) break;
+        const LaunchRecord before = r;
+        uint64_t rd0, wr0, rd1, wr1, bs0, bw0, bs1, bw1;
+        countedBytes(&rd0, &wr0);
+        countedBlockSectors(&bs0, &bw0);
+        runBlock(e, sch, ordinal, uint3{x, y, z});
+        endBlockCounting();
+        countedBytes(&rd1, &wr1);
+        countedBlockSectors(&bs1, &bw1);
+        const double w = wx * wy * wz;
+        mma += w * (double)(r.mma - before.mma);
+        ldm += w * (double)(r.ldmatrix - before.ldmatrix);
+        ldmB += w * (double)(r.ldmatrixBytes - before.ldmatrixBytes);
+        cpa += w * (double)(r.cpAsync - before.cpAsync);
+        cpaB += w * (double)(r.cpAsyncBytes - before.cpAsyncBytes);
+        bar += w * (double)(r.barriers - before.barriers);
+        coll += w * (double)(r.warpCollectives - before.warpCollectives);
+        rd += w * (double)(rd1 - rd0);
+        wr += w * (double)(wr1 - wr0);
+        bs += w * (double)(bs1 - bs0);
+        bw += w * (double)(bw1 - bw0);
+        ++r.blocksRun;
+      }
+  auto round = [](double v) { return (uint64_t)std::llround(v); };
+  r.mma = round(mma), r.ldmatrix = round(ldm), r.ldmatrixBytes = round(ldmB), r.cpAsync = round(cpa);
+  r.cpAsyncBytes = round(cpaB), r.barriers = round(bar), r.warpCollectives = round(coll);
+  r.globalReadBytes = round(rd), r.globalWriteBytes = round(wr);
+  r.blockReadSectors = round(bs), r.blockWriteSectors = round(bw);
+  r.sampled = true;
+}
+
 cudaError_t executeLaunch(const LaunchSpec& spec, bool fromGraph) {
   if (exec) return cudaErrorNotSupported;  // a launch from inside a kernel (dynamic parallelism)
   Execution e;
@@ -504,9 +562,28 @@ cudaError_t executeLaunch(const LaunchSpec& spec, bool fromGraph) {
   // Past the launch's dynamic size the array is not shared memory: an access there is an overrun.
   ASAN_POISON_MEMORY_REGION(evit_dynamic_shared + spec.dynamicSmemBytes, kMaxDynamicShared - spec.dynamicSmemBytes);
 #endif
-  for (unsigned z = 0; z < spec.grid.z && !e.faulted; ++z)
-    for (unsigned y = 0; y < spec.grid.y && !e.faulted; ++y)
-      for (unsigned x = 0; x < spec.grid.x && !e.faulted; ++x) runBlock(e, sch, ordinal, uint3{x, y, z});
+  const Sampling smp = sampling();
+  const uint64_t blocks = (uint64_t)spec.grid.x * spec.grid.y * spec.grid.z;
+  beginCounting();
+  if (smp.threshold == 0 || blocks <= smp.threshold) {
+    for (unsigned z = 0; z < spec.grid.z && !e.faulted; ++z)
+      for (unsigned y = 0; y < spec.grid.y && !e.faulted; ++y)
+        for (unsigned x = 0; x < spec.grid.x && !e.faulted; ++x) {
+          runBlock(e, sch, ordinal, uint3{x, y, z});
+          endBlockCounting();
+        }
+    e.record.blocksRun = blocks;
+  } else {
+    runSampled(e, sch, ordinal, smp);
+  }
+  pauseCounting();
+  if (countingBuild()) {
+    if (!e.record.sampled) {
+      countedBytes(&e.record.globalReadBytes, &e.record.globalWriteBytes);
+      countedBlockSectors(&e.record.blockReadSectors, &e.record.blockWriteSectors);
+    }
+    endCounting(e.record, liveAllocations());
+  }
 #if defined(__SANITIZE_ADDRESS__)
   ASAN_UNPOISON_MEMORY_REGION(evit_dynamic_shared, kMaxDynamicShared);
 #endif

@@ -272,6 +272,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   return submit(s, Node{"cudaEventRecord", [e](bool) {
                           e->at = std::chrono::steady_clock::now();
                           e->recorded = true;
+                          noteEventRecorded();
                           return cudaSuccess;
                         }});
 }

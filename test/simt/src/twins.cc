@@ -154,6 +154,7 @@ void cpAsync16(void* dst, const void* src, int srcBytes, const char* file, int l
   LaunchRecord& r = currentRecord();
   ++r.cpAsync;
   r.cpAsyncBytes += (uint64_t)srcBytes;
+  countGlobalRead(src, (size_t)srcBytes);
 }
 
 void cpAsyncCommit(const char* file, int line) {

@@ -70,10 +70,53 @@ struct LaunchRecord {
   uint64_t cpAsyncBytes = 0;   // global bytes they read (srcBytes)
   uint64_t barriers = 0;       // completed __syncthreads (per block)
   uint64_t warpCollectives = 0;  // completed shuffles, votes and __syncwarp (per warp)
+  // Global memory, counted only in the counting flavour (countingBuild(); test/simt/README.md):
+  // bytes the threads asked for (every load and store the compiler kept, cp.async sources
+  // included), unique 32-byte sectors the executed blocks touched, and per allocation the
+  // sectors from the first to the last one touched, summed (the estimate of the unique sectors
+  // of a sampled launch, whose skipped blocks touched what the executed ones did not).
+  uint64_t globalReadBytes = 0, globalWriteBytes = 0;
+  uint64_t readSectors = 0, writeSectors = 0;
+  uint64_t readSpanSectors = 0, writeSpanSectors = 0;
+  // Per block its unique sectors, summed over the blocks (scaled under sampling): the traffic
+  // between L2 and the SMs when L1 and shared memory serve the reuse inside a block.
+  uint64_t blockReadSectors = 0, blockWriteSectors = 0;
+  // Blocks executed; under sampling the counts above (not the sectors) are scaled to the grid.
+  uint64_t blocksRun = 0;
+  bool sampled = false;
+  // Event records executed in this process before this launch: events between ops (a
+  // profiled pass) tell which op a launch belongs to.
+  uint64_t eventsBefore = 0;
 };
 // Every executed launch (eager or replayed from a graph), oldest first.
 std::vector<LaunchRecord> launchRecords();
 void clearLaunchRecords();
+
+// Whether this build counts global memory traffic (the "count" flavour, -DEVIT_SIMT_COUNTING).
+bool countingBuild();
+
+// Sampling ("dry run"): a launch of more than `threshold` blocks executes only a stratified
+// sample. Along each grid dimension the first and the last index are classes of their own
+// and `interior` evenly spaced indices stand for the rest; a block's counts are scaled by the
+// product of its dimensions' class sizes over their samples. The skipped blocks' outputs are
+// left as they were: for counting only. threshold 0 runs everything (the default).
+// EVIT_SIMT_SAMPLE=THRESHOLD[:INTERIOR] sets it for the process.
+struct Sampling {
+  uint64_t threshold = 0;
+  int interior = 2;
+};
+Sampling sampling();
+void setSampling(const Sampling& s);
+
+// Host/device copies as they execute (cudaMemcpy*, not memsets), oldest first.
+struct CopyRecord {
+  cudaMemcpyKind kind = cudaMemcpyDefault;  // as resolved: HostToDevice, DeviceToHost, ...
+  size_t bytes = 0;
+  bool hostPinned = false;  // the host side is page-locked (cudaMallocHost) memory
+  bool fromGraph = false;
+};
+std::vector<CopyRecord> copyRecords();
+void clearCopyRecords();
 
 struct Counters {
   long launchesSubmitted = 0;  // accepted by cudaLaunchKernelEx (eager or captured)

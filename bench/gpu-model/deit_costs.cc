@@ -1,0 +1,189 @@
+// The CUDA backend's DeiT/EViT forward (cuda/cuda_model.cu, the real kernels) on the SIMT
+// emulator's counting flavour, for the GPU cost model (bench/gpu-model/model.js): per launch
+// the kernel, grid, block, shared memory, mma.sync count and global bytes / sectors, the op
+// and block it belongs to, and the pass's host/device copies, as JSON on stdout.
+//
+//   deit_costs EMBED DEPTH HEADS MLP CLASSES IMG PATCH PRECISION PASS...
+//   PASS = BATCH:KEEP (KEEP 1 = dense; otherwise drops at blocks 3, 6, 9, fused, as SPEC §1)
+//
+// Random weights of the shape (the kernels' control flow does not depend on their values).
+// Sampling (EVIT_SIMT_SAMPLE) makes large batches feasible; see test/simt/README.md.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../cuda/cuda_model.h"
+#include "evit_simt/control.h"
+
+using namespace evit;
+
+namespace {
+
+const char* kBlockSlotNames[] = {"ln1", "qkv", "attention", "proj", "reorganise", "ln2", "fc1", "fc2"};
+
+std::shared_ptr<HostWeights> randomWeights(const ModelConfig& c, std::map<std::string, std::vector<float>>& store) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 0.05f);
+  for (const TensorSpec& s : tensorSpecs(c)) {
+    const bool normW = s.name.find("norm") != std::string::npos && s.name.find("weight") != std::string::npos;
+    auto& v = store[s.name];
+    v.resize(s.numel);
+    for (float& x : v) x = normW ? 1.0f : d(rng);
+  }
+  return std::make_shared<HostWeights>(c, [&](const std::string& n) -> HostTensor {
+    auto it = store.find(n);
+    return it == store.end() ? HostTensor{nullptr, 0} : HostTensor{it->second.data(), it->second.size()};
+  });
+}
+
+// SPEC §1: drops at blocks 3, 6, 9 keeping ceil(rate * (N - 1)) tokens, fused.
+std::vector<BlockPlan> keepPlan(const ModelConfig& c, double rate) {
+  std::vector<BlockPlan> p(c.depth);
+  if (rate >= 1.0) return p;
+  int N = c.numPatches() + 1;
+  for (int i : {3, 6, 9}) {
+    if (i >= c.depth) break;
+    const int k = (int)std::ceil(rate * (N - 1));
+    if (k >= N - 1) continue;
+    p[i] = BlockPlan{k, true};
+    N = 1 + k + 1;
+  }
+  return p;
+}
+
+// The op of each profile lap, in the order cuda_model.cu takes them.
+std::vector<std::pair<std::string, int>> lapNames(const ModelConfig& c, const std::vector<BlockPlan>& plan) {
+  std::vector<std::pair<std::string, int>> v{{"patch_embed", -1}};
+  for (int i = 0; i < c.depth; ++i)
+    for (int s = 0; s < kBlockSlots; ++s)
+      if (s != kReorganise || plan[i].keep >= 0) v.emplace_back(kBlockSlotNames[s], i);
+  v.emplace_back("head", -1);
+  return v;
+}
+
+std::string jsonString(const std::string& s) {
+  std::string o = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    o += ch;
+  }
+  return o + "\"";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 10) {
+    std::fprintf(stderr, "usage: deit_costs EMBED DEPTH HEADS MLP CLASSES IMG PATCH f16|bf16|f32 BATCH:KEEP...\n");
+    return 2;
+  }
+  if (!evit_simt::countingBuild()) {
+    std::fprintf(stderr, "deit_costs: built without the counting flavour (EVIT_SIMT_COUNTING)\n");
+    return 2;
+  }
+  ModelConfig c;
+  c.embedDim = std::atoi(argv[1]);
+  c.depth = std::atoi(argv[2]);
+  c.numHeads = std::atoi(argv[3]);
+  c.mlpHidden = std::atoi(argv[4]);
+  c.numClasses = std::atoi(argv[5]);
+  c.patchSize = std::atoi(argv[7]);
+  c.gridH = c.gridW = std::atoi(argv[6]) / c.patchSize;
+  c.inChans = 3;
+  const std::string prec = argv[8];
+  std::vector<std::pair<int, double>> passes;
+  int maxBatch = 1;
+  for (int a = 9; a < argc; ++a) {
+    const std::string s = argv[a];
+    const size_t colon = s.find(':');
+    const int B = std::atoi(s.substr(0, colon).c_str());
+    const double keep = colon == std::string::npos ? 1.0 : std::atof(s.substr(colon + 1).c_str());
+    if (B < 1 || keep <= 0 || keep > 1) {
+      std::fprintf(stderr, "deit_costs: bad pass '%s' (BATCH:KEEP, KEEP in (0, 1])\n", s.c_str());
+      return 2;
+    }
+    passes.emplace_back(B, keep);
+    maxBatch = std::max(maxBatch, B);
+  }
+  CudaOptions o;
+  o.precision = prec == "f32" ? Precision::F32 : prec == "bf16" ? Precision::BF16 : Precision::F16;
+  o.maxBatch = maxBatch;
+  o.streams = 1;
+  std::map<std::string, std::vector<float>> store;
+  auto weights = randomWeights(c, store);
+  auto model = makeCudaModel(c, *weights, o);
+  store.clear();
+  const size_t imageFloats = (size_t)c.inChans * c.imgH() * c.imgW();
+  std::vector<float> images((size_t)maxBatch * imageFloats);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-2, 2);
+  for (float& x : images) x = u(rng);
+
+  std::printf("{\"config\":{\"embed\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,\"classes\":%d,\"img\":%d,\"patch\":%d},"
+              "\"precision\":%s,\"sampling\":{\"threshold\":%llu,\"interior\":%d},\"passes\":[",
+              c.embedDim, c.depth, c.numHeads, c.mlpHidden, c.numClasses, c.imgH(), c.patchSize,
+              jsonString(prec).c_str(), (unsigned long long)evit_simt::sampling().threshold,
+              evit_simt::sampling().interior);
+  for (size_t pi = 0; pi < passes.size(); ++pi) {
+    const auto [B, keep] = passes[pi];
+    ForwardRequest req;
+    req.images = images.data();
+    req.batch = B;
+    req.plan = keepPlan(c, keep);
+    req.tokens = validatePlan(c, req.plan);
+    // Profiled: eager, with an event between ops, which tells the op of every launch. The
+    // kernels and their counts are those of the graph a plain pass replays.
+    req.profile = true;
+    evit_simt::clearLaunchRecords();
+    evit_simt::clearCopyRecords();
+    const auto t0 = std::chrono::steady_clock::now();
+    ForwardResult out;
+    model->forward(req, out);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto recs = evit_simt::launchRecords();
+    const auto copies = evit_simt::copyRecords();
+    const auto laps = lapNames(c, req.plan);
+    std::printf("%s{\"batch\":%d,\"keep\":%g,\"emulatedSeconds\":%.3f,\"tokens\":[", pi ? "," : "", B, keep, seconds);
+    for (size_t i = 0; i < req.tokens.size(); ++i) std::printf("%s%d", i ? "," : "", req.tokens[i]);
+    std::printf("],\"copies\":[");
+    for (size_t i = 0; i < copies.size(); ++i) {
+      const auto& k = copies[i];
+      const char* kind = k.kind == cudaMemcpyHostToDevice   ? "h2d"
+                         : k.kind == cudaMemcpyDeviceToHost ? "d2h"
+                         : k.kind == cudaMemcpyDeviceToDevice ? "d2d"
+                                                              : "h2h";
+      std::printf("%s{\"kind\":\"%s\",\"bytes\":%zu,\"pinned\":%s}", i ? "," : "", kind, k.bytes,
+                  k.hostPinned ? "true" : "false");
+    }
+    std::printf("],\"launches\":[");
+    const uint64_t e0 = recs.empty() ? 0 : recs[0].eventsBefore;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      const auto& r = recs[i];
+      const size_t lap = (size_t)(r.eventsBefore - e0);
+      const auto& [op, block] = lap < laps.size() ? laps[lap] : std::pair<std::string, int>{"?", -1};
+      std::printf(
+          "%s\n{\"kernel\":%s,\"op\":\"%s\",\"block\":%d,\"grid\":[%u,%u,%u],\"threads\":[%u,%u,%u],\"smem\":%zu,"
+          "\"graph\":%s,\"mma\":%llu,\"ldmatrix\":%llu,\"cpAsyncBytes\":%llu,\"readBytes\":%llu,\"writeBytes\":%llu,"
+          "\"readSectors\":%llu,\"writeSectors\":%llu,\"readSpanSectors\":%llu,\"writeSpanSectors\":%llu,"
+          "\"blockReadSectors\":%llu,\"blockWriteSectors\":%llu,"
+          "\"blocksRun\":%llu,\"sampled\":%s,\"ok\":%s}",
+          i ? "," : "", jsonString(r.kernel).c_str(), op.c_str(), block, r.grid.x, r.grid.y, r.grid.z, r.block.x,
+          r.block.y, r.block.z, r.dynamicSmemBytes, r.fromGraph ? "true" : "false", (unsigned long long)r.mma,
+          (unsigned long long)r.ldmatrix, (unsigned long long)r.cpAsyncBytes, (unsigned long long)r.globalReadBytes,
+          (unsigned long long)r.globalWriteBytes, (unsigned long long)r.readSectors,
+          (unsigned long long)r.writeSectors, (unsigned long long)r.readSpanSectors,
+          (unsigned long long)r.writeSpanSectors, (unsigned long long)r.blockReadSectors,
+          (unsigned long long)r.blockWriteSectors, (unsigned long long)r.blocksRun, r.sampled ? "true" : "false",
+          r.result == cudaSuccess ? "true" : "false");
+    }
+    std::printf("]}");
+    std::fflush(stdout);
+  }
+  std::printf("]}\n");
+  return 0;
+}
