@@ -4,7 +4,9 @@
 // and block it belongs to, and the pass's host/device copies, as JSON on stdout.
 //
 //   deit_costs EMBED DEPTH HEADS MLP CLASSES IMG PATCH PRECISION PASS...
-//   PASS = BATCH:KEEP (KEEP 1 = dense; otherwise drops at blocks 3, 6, 9, fused, as SPEC §1)
+//   PASS = BATCH:KEEP[:u8] (KEEP 1 = dense; otherwise drops at blocks 3, 6, 9, fused, as SPEC §1;
+//          u8: the images as 8-bit pixels normalised on the device, as classify and the server send
+//          them; otherwise fp32 tensors)
 //
 // Random weights of the shape (the kernels' control flow does not depend on their values).
 // Sampling (EVIT_SIMT_SAMPLE) makes large batches feasible; see test/simt/README.md.
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "../../cuda/cuda_model.h"
+#include "../../src/backend/pixels.h"
 #include "evit_simt/control.h"
 
 using namespace evit;
@@ -79,7 +82,7 @@ std::string jsonString(const std::string& s) {
 
 int main(int argc, char** argv) {
   if (argc < 10) {
-    std::fprintf(stderr, "usage: deit_costs EMBED DEPTH HEADS MLP CLASSES IMG PATCH f16|bf16|f32 BATCH:KEEP...\n");
+    std::fprintf(stderr, "usage: deit_costs EMBED DEPTH HEADS MLP CLASSES IMG PATCH f16|bf16|f32 BATCH:KEEP[:u8]...\n");
     return 2;
   }
   if (!evit_simt::countingBuild()) {
@@ -96,18 +99,25 @@ int main(int argc, char** argv) {
   c.gridH = c.gridW = std::atoi(argv[6]) / c.patchSize;
   c.inChans = 3;
   const std::string prec = argv[8];
-  std::vector<std::pair<int, double>> passes;
+  struct Pass {
+    int batch;
+    double keep;
+    bool pixels;
+  };
+  std::vector<Pass> passes;
   int maxBatch = 1;
   for (int a = 9; a < argc; ++a) {
     const std::string s = argv[a];
     const size_t colon = s.find(':');
     const int B = std::atoi(s.substr(0, colon).c_str());
-    const double keep = colon == std::string::npos ? 1.0 : std::atof(s.substr(colon + 1).c_str());
-    if (B < 1 || keep <= 0 || keep > 1) {
-      std::fprintf(stderr, "deit_costs: bad pass '%s' (BATCH:KEEP, KEEP in (0, 1])\n", s.c_str());
+    const size_t colon2 = colon == std::string::npos ? std::string::npos : s.find(':', colon + 1);
+    const double keep = colon == std::string::npos ? 1.0 : std::atof(s.substr(colon + 1, colon2 - colon - 1).c_str());
+    const std::string input = colon2 == std::string::npos ? "" : s.substr(colon2 + 1);
+    if (B < 1 || keep <= 0 || keep > 1 || (!input.empty() && input != "u8")) {
+      std::fprintf(stderr, "deit_costs: bad pass '%s' (BATCH:KEEP[:u8], KEEP in (0, 1])\n", s.c_str());
       return 2;
     }
-    passes.emplace_back(B, keep);
+    passes.push_back({B, keep, input == "u8"});
     maxBatch = std::max(maxBatch, B);
   }
   CudaOptions o;
@@ -123,6 +133,10 @@ int main(int argc, char** argv) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> u(-2, 2);
   for (float& x : images) x = u(rng);
+  std::vector<uint8_t> pixels(images.size());
+  for (uint8_t& v : pixels) v = (uint8_t)(rng() & 0xFF);
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
+  const std::vector<float> lut = pixelLut(mean, stdev, c.inChans);
 
   std::printf("{\"config\":{\"embed\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,\"classes\":%d,\"img\":%d,\"patch\":%d},"
               "\"precision\":%s,\"sampling\":{\"threshold\":%llu,\"interior\":%d},\"passes\":[",
@@ -130,9 +144,14 @@ int main(int argc, char** argv) {
               jsonString(prec).c_str(), (unsigned long long)evit_simt::sampling().threshold,
               evit_simt::sampling().interior);
   for (size_t pi = 0; pi < passes.size(); ++pi) {
-    const auto [B, keep] = passes[pi];
+    const auto [B, keep, usePixels] = passes[pi];
     ForwardRequest req;
-    req.images = images.data();
+    if (usePixels) {
+      req.pixels = pixels.data();
+      req.pixelLut = lut.data();
+    } else {
+      req.images = images.data();
+    }
     req.batch = B;
     req.plan = keepPlan(c, keep);
     req.tokens = validatePlan(c, req.plan);
@@ -148,7 +167,8 @@ int main(int argc, char** argv) {
     const auto recs = evit_simt::launchRecords();
     const auto copies = evit_simt::copyRecords();
     const auto laps = lapNames(c, req.plan);
-    std::printf("%s{\"batch\":%d,\"keep\":%g,\"emulatedSeconds\":%.3f,\"tokens\":[", pi ? "," : "", B, keep, seconds);
+    std::printf("%s{\"batch\":%d,\"keep\":%g,\"input\":\"%s\",\"emulatedSeconds\":%.3f,\"tokens\":[", pi ? "," : "", B,
+                keep, usePixels ? "u8" : "f32", seconds);
     for (size_t i = 0; i < req.tokens.size(); ++i) std::printf("%s%d", i ? "," : "", req.tokens[i]);
     std::printf("],\"copies\":[");
     for (size_t i = 0; i < copies.size(); ++i) {

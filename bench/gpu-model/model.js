@@ -135,7 +135,7 @@ function passTime(dev, pass, { graph = true, pinned } = {}) {
   const reorgOfAttention = reorgBlocks.length ? Math.max(...reorgBlocks.map(([, b]) => b.reorganiseUs / b.attentionUs)) : 0;
   const overlappedUs = Math.max(gpuUs, copyUs);  // two streams, steady state
   return {
-    batch: pass.batch, keep: pass.keep, launches: launches.length, gpuUs, copyUs, h2dBytes, srcPinned,
+    batch: pass.batch, keep: pass.keep, input: pass.input || 'f32', launches: launches.length, gpuUs, copyUs, h2dBytes, srcPinned,
     copyShare: copyUs / (gpuUs + copyUs), copyHidden: copyUs <= gpuUs,
     imgPerSec: pass.batch / (overlappedUs * 1e-6), imgPerSecOneStream: pass.batch / ((gpuUs + copyUs) * 1e-6),
     reorgShare, reorgOfAttention, byOp, byBound, flops: launches.reduce((s, l) => s + l.t.flops, 0),

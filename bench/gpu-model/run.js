@@ -24,7 +24,8 @@ const SAMPLE = '64:2';  // grids over 64 blocks run first, last and 2 interior i
 const DEIT_S = ['384', '12', '6', '1536', '1000', '224', '16'];
 const VIT_B = ['768', '12', '12', '3072', '1000', '224', '16'];
 const JOBS = {
-  'deit-s': { model: DEIT_S, passes: ['1:1', '1:0.7', '1:0.5', '64:1', '64:0.7', '64:0.5', '256:1', '256:0.7', '256:0.5'], sample: SAMPLE },
+  // As classify and the server send images: uint8 pixels, normalised on the device.
+  'deit-s': { model: DEIT_S, passes: ['1:1', '1:0.7', '1:0.5', '64:1', '64:0.7', '64:0.5', '256:1', '256:0.7', '256:0.5'].map((p) => `${p}:u8`), sample: SAMPLE },
   // The sampler's check: the same passes executed in full and sampled.
   'deit-s-full': { model: DEIT_S, passes: ['1:1', '1:0.7', '2:1', '2:0.7'], sample: '0' },
   'deit-s-sampled': { model: DEIT_S, passes: ['1:1', '1:0.7', '2:1', '2:0.7'], sample: '8:1' },
@@ -134,7 +135,7 @@ function markdown(results) {
     `(assumed ${REGS_MMA} per thread for tensor-core kernels, ${REGS_OTHER} otherwise: the emulator cannot count them);`,
     `B(e) = min(chip bandwidth, e × SMs × 64 B/clock × boost clock): a grid on few SMs draws what those SMs can pull;`,
     `c the fixed cost per kernel: ${GRAPH_NODE_US} µs per node of the CUDA graph the backend replays for each (batch, plan)`,
-    `(eagerly ${EAGER_LAUNCH_US} µs per launch). The pass's host-to-device copy (the f32 images) runs at PCIe pinned or pageable`,
+    `(eagerly ${EAGER_LAUNCH_US} µs per launch). The pass's host-to-device copy (the images: fp32 tensors, or uint8 pixels normalised on the device) runs at PCIe pinned or pageable`,
     'rate; with the backend\'s two streams one batch\'s copy overlaps the other\'s kernels, so throughput is',
     '`batch / max(kernels, copy)`. Scalar fp32 work (softmax, LayerNorm arithmetic) is not counted: those kernels',
     'are memory bound.', '');
@@ -163,7 +164,7 @@ function markdown(results) {
         return x ? `${fmt(x.imgPerSec)} | ${fmt(x.batch / (x.gpuUs * 1e-6))}` : '– | –';
       });
       L.push(`| ${r.batch} | ${r.keep === 1 ? 'dense' : r.keep} | ${cells.join(' | ')} | ${r.speedupOverDense.toFixed(2)} (${r.kernelSpeedupOverDense.toFixed(2)}) | ` +
-        `${r.keep === 1 ? '–' : `${pct(r.reorgShare)} (${pct(r.reorgOfAttention)})`} | ${pct(r.copyShare)} (${r.srcPinned ? 'pinned' : 'pageable'}) | ${r.copyHidden ? 'yes' : 'no'} |`);
+        `${r.keep === 1 ? '–' : `${pct(r.reorgShare)} (${pct(r.reorgOfAttention)})`} | ${pct(r.copyShare)} (${r.input || 'f32'}, ${r.srcPinned ? 'pinned' : 'pageable'}) | ${r.copyHidden ? 'yes' : 'no'} |`);
     });
     L.push('');
   }
@@ -194,7 +195,7 @@ function markdown(results) {
   L.push(`| DeiT-S, RTX 4090, 1024 (timm, AMP) | ${fmt(c1.published)} img/s | ${fmt(c1.imgPerSec)} img/s | ${pct(c1.imgPerSec / c1.published - 1)} |`);
   L.push(`| ViT-B/16, A100, 256 (AITemplate) | ${fmt(c2.published)} img/s | ${fmt(c2.imgPerSec)} img/s | ${pct(c2.imgPerSec / c2.published - 1)} |`);
   L.push('', 'The published throughputs count the kernels only (images already on the device), as the predicted',
-    'figures above them do when the copy is hidden; here the copy (f32 images over PCIe) ' +
+    'figures above them do when the copy is hidden; here the copy (fp32 tensors over PCIe) ' +
     `${c1.copyHidden && c2.copyHidden ? 'is hidden in both' : 'is not hidden in both, and bounds the prediction'}` +
     ` (kernels alone: ${fmt(1024 / (c1.gpuUs * 1e-6))} and ${fmt(256 / (c2.gpuUs * 1e-6))} img/s).`, '');
   L.push('Why it is off: the published runs are other code (timm: PyTorch eager with cuBLAS GEMMs and its own',
