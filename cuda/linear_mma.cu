@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(32 * WM * WN, mmaMinBlocks(BM, BN))
   T* ws = xs + kStages * BM * kMmaBK;   // [kStages][BN][kMmaBK]
   const int bm = blockIdx.x, bn = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // Split z of gridDim.z takes k-slices kt0 .. kt0 + kTiles - 1 and writes its own [M, N] slice.
-  const int kt0 = blockIdx.z * splitTiles, kTiles = min(splitTiles, (K + kMmaBK - 1) / kMmaBK - kt0);
+  int kt0, kTiles;
+  mmaSplitRange(K, splitTiles, blockIdx.z, kt0, kTiles);
   if (gridDim.z > 1) out = static_cast<float*>(out) + (long)blockIdx.z * M * N;
 
   float acc[MI][NI][4] = {};
@@ -152,8 +153,8 @@ void launch(void* out, const T* x, const T* W, const float* b, int M, int N, int
   const size_t bytes = (size_t)kStages * (BM + BN) * kMmaBK * sizeof(T);
   reserveSharedMemory(linearMmaKernel<T, BM, BN, WM, WN>, bytes, "linear (tensor cores)");
   // Equal k-slice counts per split, the last one shorter; no split left empty.
-  const int kTiles = ceilDiv(K, kMmaBK), splitTiles = ceilDiv(kTiles, splits);
-  splits = ceilDiv(kTiles, splitTiles);
+  const int splitTiles = mmaSplitTiles(K, splits);
+  splits = mmaSplitCount(K, splitTiles);
   const dim3 grid(ceilDiv(M, BM), ceilDiv(N, BN), splits);
   if (splits == 1) {
     // Pairs (col even) stay aligned when every row starts aligned: N even, out 8-byte aligned.

@@ -42,6 +42,16 @@ EVIT_HD void mmaOutCoord(const MmaShape& s, int bm, int bn, int warp, int mi, in
 // chunk with (row/2)%4 spreads the 8 rows an ldmatrix phase reads over all 32 banks.
 EVIT_HD int mmaSmemOffset(int row, int chunk) { return row * kMmaBK + ((chunk ^ ((row >> 1) & 3)) * 8); }
 
+// Split-K: `splits` requested for K yield splitTiles k-slices per split (the last one shorter)
+// and as many splits as that takes, none empty; split z covers k-slices kt0 .. kt0 + count - 1.
+EVIT_HD int mmaSplitTiles(int K, int splits) { return ((K + kMmaBK - 1) / kMmaBK + splits - 1) / splits; }
+EVIT_HD int mmaSplitCount(int K, int splitTiles) { return ((K + kMmaBK - 1) / kMmaBK + splitTiles - 1) / splitTiles; }
+EVIT_HD void mmaSplitRange(int K, int splitTiles, int z, int& kt0, int& count) {
+  kt0 = z * splitTiles;
+  const int left = (K + kMmaBK - 1) / kMmaBK - kt0;
+  count = left < splitTiles ? left : splitTiles;
+}
+
 // The i-th 16-byte chunk thread `tid` copies with cp.async for a tile of `rows` rows.
 EVIT_HD void mmaLoadCoord(int tid, int i, int threads, int& row, int& chunk) {
   const int id = tid + i * threads;

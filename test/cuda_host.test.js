@@ -122,7 +122,7 @@ const GEMM_SHAPES = [
 ];
 
 test('tensor-core GEMM tiling: coverage, cp.async loads, ldmatrix fragments, no bank conflicts', (t) => {
-  for (const shape of ['128x128', '64x64']) {
+  for (const shape of ['128x128', '128x64', '64x64']) {
     for (const [M, N, K] of GEMM_SHAPES) {
       const r = host.mmaTiling(M, N, K, shape);
       const ok = r.outElements === M * N && r.outMissed === 0 && r.outRepeated === 0 && r.kMissed === 0 && r.kRepeated === 0;
@@ -134,6 +134,17 @@ test('tensor-core GEMM tiling: coverage, cp.async loads, ldmatrix fragments, no 
     t.equal(r.fragmentErrors, 0, `${shape}: every ldmatrix lane receives the elements mma.m16n8k16 expects`);
     t.equal(r.bankConflicts, 0, `${shape}: the swizzle makes every ldmatrix phase conflict-free`);
     t.equal(r.pairErrors, 0, `${shape}: accumulator registers (r, r + 1) are adjacent columns of one row (paired stores)`);
+  }
+  t.end();
+});
+
+test('split-K: the splits cover every k exactly once, none empty', (t) => {
+  // K = 200: 7 k-slices as 4 + 3, 3 + 3 + 1, 2 + 2 + 2 + 1; K = 1536: 48 slices in 4 x 12;
+  // K = 72 asked for 4 splits: 3 slices of one, so three splits.
+  for (const [K, splits, used] of [[200, 2, 2], [200, 3, 3], [200, 4, 4], [1536, 4, 4], [768, 3, 3], [72, 4, 3], [8, 4, 1]]) {
+    const r = host.mmaTiling(64, 64, K, '64x64', splits);
+    t.ok(r.kMissed === 0 && r.kRepeated === 0 && r.emptySplits === 0 && r.splits === used,
+      `K=${K} in ${splits} splits: ${r.splits} used (want ${used}), every k once (missed ${r.kMissed}, repeated ${r.kRepeated})`);
   }
   t.end();
 });
@@ -183,6 +194,7 @@ test('cudaHost validates its arguments', (t) => {
   t.throws(() => host.topk(new Float32Array(5), 1, 5, 6), /k must be an integer in \[1, 5\]/, 'k > M');
   t.throws(() => host.headMean(new Float32Array(5), 1, 2, 3), /probs has 5 elements, expected 6/, 'probs length');
   t.throws(() => host.mmaTiling(8, 8, 8, '32x32'), /shape must be/, 'unknown tile shape');
+  t.throws(() => host.mmaTiling(8, 8, 8, '64x64', 0), /splits/, 'zero splits');
   t.throws(() => host.mmaTiling(8, 8, 12, '64x64'), /K must be a multiple of 8/, 'K the tensor-core kernel never takes');
   t.end();
 });

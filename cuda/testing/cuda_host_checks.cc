@@ -143,7 +143,8 @@ TileReplay replayTile(const MmaShape& s, bool isA) {
   return out;
 }
 
-// mmaTiling(M, N, K, shape: '128x128' | '64x64') -> coverage and fragment checks.
+// mmaTiling(M, N, K, shape: '128x128' | '128x64' | '64x64', splits = 1) -> coverage and fragment checks;
+// k coverage over the splits' k-slice ranges.
 Napi::Value MmaTiling(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int M = intArg(info[0], "M", 1, 4096), N = intArg(info[1], "N", 1, 4096), K = intArg(info[2], "K", 8, 1 << 16);
@@ -151,8 +152,10 @@ Napi::Value MmaTiling(const Napi::CallbackInfo& info) {
   const std::string name = info[3].ToString().Utf8Value();
   MmaShape s;
   if (name == "128x128") s = {128, 128, 2, 4};
+  else if (name == "128x64") s = {128, 64, 2, 2};
   else if (name == "64x64") s = {64, 64, 2, 2};
-  else throw rangeError(env, "shape must be '128x128' or '64x64'");
+  else throw rangeError(env, "shape must be '128x128', '128x64' or '64x64'");
+  const int splits = info.Length() > 4 && !info[4].IsUndefined() ? intArg(info[4], "splits", 1, 64) : 1;
   Coverage cov((long)M * N);
   long pairErrors = 0;
   for (int bm = 0; bm < (M + s.BM - 1) / s.BM; ++bm)
@@ -172,20 +175,29 @@ Napi::Value MmaTiling(const Napi::CallbackInfo& info) {
                   pairErrors += row1 != row || col1 != col + 1 || col % 2 != 0;
                 }
               }
-  // Each k < K is loaded by exactly one (slice, chunk) whose predicate lets it through.
+  // Each k < K is loaded by exactly one (split, slice, chunk) whose predicate lets it through.
   Coverage kcov(K);
-  for (int kt = 0; kt < (K + kMmaBK - 1) / kMmaBK; ++kt)
-    for (int chunk = 0; chunk < kMmaChunks; ++chunk)
-      for (int e = 0; e < 8; ++e) {
-        const int k = kt * kMmaBK + chunk * 8 + e;
-        kcov.hit(kt * kMmaBK + chunk * 8 < K, k);
-      }
+  const int splitTiles = mmaSplitTiles(K, splits), used = mmaSplitCount(K, splitTiles);
+  long emptySplits = 0;
+  for (int z = 0; z < used; ++z) {
+    int kt0, count;
+    mmaSplitRange(K, splitTiles, z, kt0, count);
+    emptySplits += count < 1;
+    for (int kt = kt0; kt < kt0 + count; ++kt)
+      for (int chunk = 0; chunk < kMmaChunks; ++chunk)
+        for (int e = 0; e < 8; ++e) {
+          const int k = kt * kMmaBK + chunk * 8 + e;
+          kcov.hit(kt * kMmaBK + chunk * 8 < K, k);
+        }
+  }
   Napi::Object o = Napi::Object::New(env);
   cov.report(o, "out");
   kcov.report(o, "k");
   const TileReplay a = replayTile(s, true), b = replayTile(s, false);
   o.Set("fragmentErrors", (double)(a.wrong + b.wrong));
   o.Set("pairErrors", (double)pairErrors);
+  o.Set("splits", (double)used);
+  o.Set("emptySplits", (double)emptySplits);
   o.Set("bankConflicts", (double)(a.conflicts + b.conflicts));
   o.Set("loadMissed", (double)(a.loadMissed + b.loadMissed));
   o.Set("loadRepeated", (double)(a.loadRepeated + b.loadRepeated));

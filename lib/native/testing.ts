@@ -74,10 +74,12 @@ export interface NativeCudaHost {
   /** topkGatherFuse's head mean of probs [B, heads, N], class column dropped: [B, N-1]. */
   headMean(probs: Float32Array, B: number, heads: number, N: number): Float32Array;
   gelu(x: Float32Array): Float32Array;
+  /** splits (default 1): the k coverage is over split-K's ranges; `splits` reports how many are used. */
   mmaTiling(
-    M: number, N: number, K: number, shape: '128x128' | '64x64',
+    M: number, N: number, K: number, shape: '128x128' | '128x64' | '64x64', splits?: number,
   ): TilingCoverage<'out' | 'k'> & {
     fragmentErrors: number; pairErrors: number; bankConflicts: number; loadMissed: number; loadRepeated: number;
+    splits: number; emptySplits: number;
   };
   simtTiling(M: number, N: number): TilingCoverage<'out' | 'load'>;
   attentionTiling(N: number, headDim: number): TilingCoverage<'out' | 'score'>;

@@ -422,6 +422,36 @@ int runChecks() {
   }
 
   {
+    // A hidden layer of 512: fc2's K = 512 over few tiles splits in two (cuda/gemm_tiles.h), into
+    // the context's workspace, eagerly, captured into a graph and replayed.
+    ModelConfig wideMlp = c;
+    wideMlp.mlpHidden = 512;
+    auto w = randomWeights(wideMlp, 11);
+    cpu::CpuModel cpuWide(wideMlp, w);
+    const std::vector<BlockPlan> p = plan(wideMlp, {{1, {20, true}}});
+    const double wideRange = maxAbs(run(cpuWide, randomImages(wideMlp, 3, 400), 3, p).logits);
+    CudaOptions o = f32(4, 1);
+    o.precision = Precision::F16;
+    cuda::CudaModel gpu(wideMlp, *w, o);
+    evit_simt::clearLaunchRecords();
+    const auto images = randomImages(wideMlp, 3, 400);
+    const ForwardResult want = run(cpuWide, images, 3, p);
+    for (int pass = 0; pass < 3; ++pass) {
+      const ForwardResult got = run(gpu, images, 3, p);
+      const double d = maxDiff(got.logits, want.logits), tol = logitTolerance(Precision::F16, wideRange);
+      check(d <= tol, "f16, hidden 512, pass " + std::to_string(pass + 1) + ": logits within " + std::to_string(tol) +
+                          " of the CPU backend (max diff " + std::to_string(d) + ")");
+    }
+    int splitGemms = 0, reduces = 0;
+    for (const auto& r : evit_simt::launchRecords()) {
+      splitGemms += r.kernel.find("linearMmaKernel") != std::string::npos && r.grid.z > 1;
+      reduces += r.kernel.find("splitKReduceKernel") != std::string::npos;
+    }
+    check(splitGemms > 0 && splitGemms == reduces, "f16, hidden 512: fc2 split K (" + std::to_string(splitGemms) +
+                                                       " split launches, " + std::to_string(reduces) + " reduces)");
+  }
+
+  {
     // maxBatch and streams are the binding's to check (test/device.test.js); the backend trusts them.
     ModelConfig wide = c;
     wide.embedDim = 384;
