@@ -2,16 +2,20 @@
 // problem: a pure host function of the shape and the device, so that the choice is unit-tested
 // on the CPU (test/simt/tests/kernels_test.cc) and the workspace for split-K is sized at load.
 //
-// The rule (docs/KERNELS.md has the table for DeiT-S): for each tiling, blocks = tiles · splits
-// are dealt to SMs in waves of slots · SMs, slots being the blocks an SM holds at once (threads,
-// shared memory and registers, below). A wave in which the busiest SM holds r blocks takes
-//     r · BM · BN / efficiency / min(1, r · warps / kSaturatingWarps)
-// (per unit of K): the SM's tensor cores are shared by its r blocks, and fewer than
-// kSaturatingWarps warps leave them partly idle. The cost is the sum over waves, divided by the
-// splits; the cheapest (tiling, splits) wins, ties to the bigger tile and fewer splits.
-// `efficiency` is each tiling's assumed per-mma rate relative to 128 × 128: a bigger tile loads
-// fewer bytes per multiply (global traffic ∝ 1/BM + 1/BN; ldmatrix per mma 0.375 for 64 × 32
-// warp tiles, 0.5 for 32 × 32).
+// The rule (docs/KERNELS.md has the table for DeiT-S), the GPU cost model's wave formula
+// (bench/gpu-model/model.js) for one GEMM: for each tiling, blocks = tiles · splits are dealt to
+// SMs in waves of slots · SMs, slots being the blocks an SM holds at once (threads, shared memory
+// and registers, below). A wave of n blocks on `busy` SMs, the busiest holding r, takes the
+// larger of (per unit of K, in units of one SM's multiply-adds)
+//     tensor work   r · BM · BN / min(1, r · warps / kSaturatingWarps)
+//     L2 traffic    n · (BM + BN) · kL2BalanceFlopsPerByte / min(SMs, busy · kSmL2Share)
+// : an SM's tensor cores are shared by its r blocks and fewer than kSaturatingWarps warps leave
+// them partly idle; every block pulls its BM- and BN-row panels of x and W from L2, at the chip's
+// L2 bandwidth, or what its busy SMs can draw when few are. The cost is the sum over waves,
+// divided by the splits; the cheapest (tiling, splits) wins, ties to the bigger tile and fewer
+// splits. On Hopper the L2 term dominates full waves of every tiling (mma.sync kernels reach
+// about 110 FLOPs per L2 byte of balance, a 128 × 128 tile makes 64), so bigger tiles win unless
+// their last wave leaves most SMs idle.
 //
 // Split-K (deterministic: each split writes fp32 partial sums of its K range into a workspace
 // [splits, M, N], a second kernel adds them in split order, adds the bias and applies the
@@ -30,8 +34,7 @@ enum class MmaTiling { k128x128, k128x64, k64x64 };
 
 struct MmaTileInfo {
   int BM, BN, WM, WN;
-  int registers;      // per thread: the budget linear_mma.cu's __launch_bounds__ give ptxas
-  double efficiency;  // per-mma rate relative to 128 × 128 (assumed; see above)
+  int registers;  // per thread: the budget linear_mma.cu's __launch_bounds__ give ptxas
   const char* name;
 };
 
@@ -40,12 +43,18 @@ constexpr int kMmaStages = 3;
 // sm_90 builds use 120, 96 and 76 (128 × 64 unbounded would take 153, so four blocks per SM;
 // at 96 it spills 20 bytes to the stack).
 constexpr MmaTileInfo kMmaTiles[] = {
-    {128, 128, 2, 4, 128, 1.0, "128x128"},
-    {128, 64, 2, 2, 96, 0.85, "128x64"},
-    {64, 64, 2, 2, 80, 0.7, "64x64"},
+    {128, 128, 2, 4, 128, "128x128"},
+    {128, 64, 2, 2, 96, "128x64"},
+    {64, 64, 2, 2, 80, "64x64"},
 };
 constexpr int kMmaTilings = 3;
 constexpr int kSaturatingWarps = 16;  // 4 per SM sub-partition hide the latency of mma.sync and ldmatrix
+// Tensor FLOPs an mma.sync kernel does per byte of L2 bandwidth at balance: 0.62 × 989 TFLOPS
+// over about 5.5 TB/s on H100 / H200 (the cost model's figures); and how much more than its
+// even share of the chip's L2 bandwidth one SM can draw (64 bytes per clock at 1.98 GHz over
+// 5.5 TB/s / 132).
+constexpr double kL2BalanceFlopsPerByte = 111.0;
+constexpr double kSmL2Share = 3.0;
 constexpr int kMaxSplits = 4;
 constexpr int kMinSplitK = 256;  // 8 k-slices per split at least
 constexpr int kRegistersPerSm = 65536, kMaxBlocksPerSm = 32, kReservedSharedPerBlock = 1024;
@@ -99,11 +108,14 @@ inline GemmPlan mmaPlanFor(MmaTiling t, int splits, int M, int N, const GemmDevi
   const long full = blocks / perWave, rest = blocks % perWave;
   p.waves = full + (rest ? 1 : 0);
   const int warps = i.WM * i.WN;
-  auto waveCost = [&](long r) {
-    const double busy = std::min(1.0, (double)(r * warps) / kSaturatingWarps);
-    return (double)r * i.BM * i.BN / i.efficiency / busy;
+  auto waveCost = [&](long n) {
+    const long r = (n + d.sms - 1) / d.sms, busy = std::min<long>(n, d.sms);
+    const double saturation = std::min(1.0, (double)(r * warps) / kSaturatingWarps);
+    const double tensor = (double)r * i.BM * i.BN / saturation;
+    const double l2 = (double)n * (i.BM + i.BN) * kL2BalanceFlopsPerByte / std::min((double)d.sms, busy * kSmL2Share);
+    return std::max(tensor, l2);
   };
-  p.cost = (full * waveCost(p.slots) + (rest ? waveCost((rest + d.sms - 1) / d.sms) : 0.0)) / splits;
+  p.cost = (full * waveCost(perWave) + (rest ? waveCost(rest) : 0.0)) / splits;
   return p;
 }
 

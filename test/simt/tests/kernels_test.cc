@@ -310,16 +310,25 @@ void gemmPlanTests() {
   small.sharedPerSm = 100 * 1024;
   check(mmaSlots(MmaTiling::k128x64, small) == 2 && mmaSlots(MmaTiling::k64x64, small) == 4,
         "slots per SM with 100 KiB of shared memory: 128x64 two (37 KiB each), 64x64 four (25 KiB)");
-  // DeiT-S proj / fc2 at batch 64: 99 x 3 = 297 tiles of 128x128 on 264 slots are two waves
-  // (cost 2 · 2 · 16384 at efficiency 1: the second wave's one block per SM runs at half rate);
-  // 99 x 6 = 594 tiles of 128x64 on 660 slots are one (cost 5 · 8192 / 0.85 = 48188).
+  // DeiT-S proj / fc2 at batch 64: 99 x 3 = 297 tiles of 128x128 on 264 slots are two waves. The
+  // full wave is L2 bound (264 · 256 · 111 / 132 = 56832 > 2 · 16384); the second, 33 blocks on 33
+  // SMs, is not: one 8-warp block per SM at half rate, 16384 / 0.5 = 32768. Total 89600.
+  // 128x64: 594 tiles on 660 slots, one wave, L2 bound: 594 · 192 · 111 / 132 = 95904.
   const GemmPlan big = mmaPlanFor(MmaTiling::k128x128, 1, 64 * 197, 384, h100);
-  check(big.tiles == 297 && big.waves == 2 && (long)big.cost == 65536, "128x128 at 12608x384: 297 tiles, two waves");
+  check(big.tiles == 297 && big.waves == 2 && (long)big.cost == 89600, "128x128 at 12608x384: 297 tiles, two waves");
+  const GemmPlan mid = mmaPlanFor(MmaTiling::k128x64, 1, 64 * 197, 384, h100);
+  check(mid.tiles == 594 && mid.waves == 1 && (long)mid.cost == 95904, "128x64 at 12608x384: 594 tiles, one wave");
   GemmPlan p = chooseGemmPlan(64 * 197, 384, 384, h100, kMaxSplits);
-  check(p.tiling == MmaTiling::k128x64 && p.splits == 1 && p.tiles == 594 && p.waves == 1 && (long)p.cost == 48188,
-        std::string("proj at batch 64 takes 128x64 in one wave (got ") + tileInfo(p.tiling).name + ")");
+  check(p.tiling == MmaTiling::k128x128 && p.splits == 1 && p.waves == 2,
+        std::string("proj at batch 64 keeps 128x128 in two waves: the L2 traffic of smaller tiles costs more (got ") +
+            tileInfo(p.tiling).name + ")");
   p = chooseGemmPlan(64 * 197, 384, 1536, h100, kMaxSplits);
-  check(p.tiling == MmaTiling::k128x64 && p.splits == 1, "fc2 at batch 64: 128x64, no split (594 tiles >= 132 SMs)");
+  check(p.tiling == MmaTiling::k128x128 && p.splits == 1, "fc2 at batch 64: 128x128, no split (297 tiles >= 132 SMs)");
+  // A grid that just spills over one 128x128 wave: 89 x 3 = 267 tiles, 89600 against 128x64's
+  // one wave of 534 tiles, 534 · 192 · 111 / 132 = 86217.
+  p = chooseGemmPlan(89 * 128, 384, 384, h100, kMaxSplits);
+  check(p.tiling == MmaTiling::k128x64 && p.waves == 1 && (long)p.cost == 86217,
+        std::string("11392x384: 128x64 in one wave (got ") + tileInfo(p.tiling).name + ")");
   // fc2 at batch 1: 4 x 6 = 24 tiles of 64x64, K = 1536: four splits of 384 (96 blocks, one per SM).
   p = chooseGemmPlan(197, 384, 1536, h100, kMaxSplits);
   check(p.tiling == MmaTiling::k64x64 && p.splits == 4 && p.tiles == 24, "fc2 at batch 1: 64x64, four splits");
@@ -331,8 +340,8 @@ void gemmPlanTests() {
   // qkv at batch 256: 394 x 9 = 3546 tiles, 14 waves of 264: the big tile's reuse wins.
   p = chooseGemmPlan(256 * 197, 1152, 384, h100, kMaxSplits);
   check(p.tiling == MmaTiling::k128x128 && p.waves == 14, "qkv at batch 256: 128x128, 14 waves");
-  // A 70 x 72 GEMM: 64x64 spreads 4 tiles over 4 SMs (cost 4096 / 0.7 / 0.25 = 23406) where one
-  // 128x128 tile alone runs at half rate (32768).
+  // A 70 x 72 GEMM: 64x64 spreads 4 tiles over 4 SMs (one 4-warp block each at a quarter rate:
+  // 4096 / 0.25 = 16384) where one 128x128 tile alone runs at half rate (32768).
   p = chooseGemmPlan(70, 72, 48, h100, kMaxSplits);
   check(p.tiling == MmaTiling::k64x64 && p.tiles == 4, "a 70x72 GEMM: 64x64");
   // The fc2 workspace: 11 x 3 = 33 tiles of 128x128 at 1408 rows, four splits: 4 · 1408 · 384 floats.
