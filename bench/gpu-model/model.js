@@ -70,13 +70,12 @@ function waveQuantisation(blocks, sms, perSM) {
 }
 
 /**
- * Bandwidth a launch can draw, in TB/s: the chip's, or what its busy SMs can pull at
- * SM_BYTES_PER_CLOCK each when the grid (or its last wave) occupies only some of them. The
- * wave efficiency `e` is the average fraction of the slots busy; the SMs busy follow from it.
+ * Bandwidth a wave can draw, in TB/s: the chip's, or what its busy SMs (the fraction `busy` of
+ * them) can pull at SM_BYTES_PER_CLOCK each when it occupies only some of them.
  */
-function drawnBandwidth(dev, chipTBs, efficiency) {
+function drawnBandwidth(dev, chipTBs, busy) {
   const perSM = SM_BYTES_PER_CLOCK * dev.clockGHz * 1e9 / 1e12;
-  return Math.min(chipTBs, efficiency * dev.sms * perSM);
+  return Math.min(chipTBs, busy * dev.sms * perSM);
 }
 
 /** Unique bytes HBM must move for a launch: exact when every block ran, else the span estimate (capped by the blocks' own sectors). */
@@ -87,7 +86,18 @@ function uniqueBytes(l) {
   return read + write;
 }
 
-/** Predicted time of one launch, in microseconds, with its parts. */
+// Warps per SM a tensor-core kernel needs before its mma.sync issue rate stops growing; fewer
+// resident warps (a tail wave of one small block per SM) leave the tensor cores partly idle. The
+// same figure as the GEMM tile rule's (cuda/gemm_tiles.h), so the two agree on what a wave costs.
+const SATURATING_WARPS = 16;
+
+/**
+ * Predicted time of one launch, in microseconds, with its parts. The grid runs in waves of
+ * `slots` blocks (waveQuantisation), the last one maybe partial; each wave takes the larger of
+ * its tensor work at the rate of the SMs it occupies (scaled down when they hold too few warps)
+ * and its L2 and HBM traffic at what those SMs can draw. Per block, the launch's counts divided
+ * evenly (the sampler scales them the same way).
+ */
 function launchTime(dev, l, { graph = true } = {}) {
   const blocks = l.grid[0] * l.grid[1] * l.grid[2];
   const threads = l.threads[0] * l.threads[1] * l.threads[2];
@@ -95,12 +105,27 @@ function launchTime(dev, l, { graph = true } = {}) {
   const perSM = blocksPerSM(dev, threads, l.smem, regs);
   const wq = waveQuantisation(blocks, dev.sms, perSM);
   const flops = l.mma * FLOPS_PER_MMA;
-  // Tensor work scales with the slots busy (wave quantisation); memory with the bandwidth the busy SMs can draw.
-  const computeUs = flops / (dev.mmaFraction * dev.tensorTflops * 1e12) * 1e6 / wq.efficiency;
-  const hbmUs = uniqueBytes(l) / (drawnBandwidth(dev, dev.hbmTBs, wq.efficiency) * 1e12) * 1e6;
-  // L2 <-> SM traffic: each block's unique sectors (L1 and shared memory serve the reuse inside a block).
-  const l2Us = 32 * (l.blockReadSectors + l.blockWriteSectors) / (drawnBandwidth(dev, dev.l2TBs, wq.efficiency) * 1e12) * 1e6;
-  const bodyUs = Math.max(computeUs, hbmUs, l2Us);
+  const unique = uniqueBytes(l);
+  const l2Bytes = 32 * (l.blockReadSectors + l.blockWriteSectors);
+  const warpsPerBlock = Math.ceil(threads / 32);
+  const parts = { computeUs: 0, hbmUs: 0, l2Us: 0, bodyUs: 0 };
+  const wave = (n, count) => {
+    const busy = Math.min(dev.sms, n), perBusy = Math.ceil(n / dev.sms);
+    const share = n / blocks;
+    const saturation = l.mma > 0 ? Math.min(1, perBusy * warpsPerBlock / SATURATING_WARPS) : 1;
+    const c = share * flops / (dev.mmaFraction * dev.tensorTflops * 1e12 * (busy / dev.sms) * saturation) * 1e6;
+    // L2 <-> SM traffic: each block's unique sectors (L1 and shared memory serve the reuse inside a block).
+    const h = share * unique / (drawnBandwidth(dev, dev.hbmTBs, busy / dev.sms) * 1e12) * 1e6;
+    const t = share * l2Bytes / (drawnBandwidth(dev, dev.l2TBs, busy / dev.sms) * 1e12) * 1e6;
+    parts.computeUs += count * c;
+    parts.hbmUs += count * h;
+    parts.l2Us += count * t;
+    parts.bodyUs += count * Math.max(c, h, t);
+  };
+  const full = Math.floor(blocks / wq.slots), tail = blocks - full * wq.slots;
+  if (full) wave(wq.slots, full);
+  if (tail) wave(tail, 1);
+  const { computeUs, hbmUs, l2Us, bodyUs } = parts;
   const fixedUs = graph ? GRAPH_NODE_US : EAGER_LAUNCH_US;
   const bound = computeUs >= hbmUs && computeUs >= l2Us ? 'compute' : hbmUs >= l2Us ? 'hbm' : 'l2';
   return { us: bodyUs + fixedUs, bodyUs, fixedUs, computeUs, hbmUs, l2Us, flops, bound, ...wq, perSM };
@@ -143,6 +168,6 @@ function passTime(dev, pass, { graph = true, pinned } = {}) {
 }
 
 module.exports = {
-  DEVICES, GRAPH_NODE_US, EAGER_LAUNCH_US, REGS_MMA, REGS_OTHER, SMEM_RESERVED, FLOPS_PER_MMA, SM_BYTES_PER_CLOCK,
+  DEVICES, GRAPH_NODE_US, EAGER_LAUNCH_US, REGS_MMA, REGS_OTHER, SATURATING_WARPS, SMEM_RESERVED, FLOPS_PER_MMA, SM_BYTES_PER_CLOCK,
   blocksPerSM, drawnBandwidth, waveQuantisation, uniqueBytes, launchTime, passTime,
 };

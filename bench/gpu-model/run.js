@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const { buildProgram } = require('../../test/simt/build');
-const { DEVICES, passTime, GRAPH_NODE_US, EAGER_LAUNCH_US, REGS_MMA, REGS_OTHER } = require('./model');
+const { DEVICES, passTime, GRAPH_NODE_US, EAGER_LAUNCH_US, REGS_MMA, REGS_OTHER, SATURATING_WARPS } = require('./model');
 
 const ROOT = path.join(__dirname, '..', '..');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'gpu-model.json');
@@ -125,20 +125,23 @@ function markdown(results) {
     'Each run is a column labelled by the kernels it counted ("kernels as of <last commit to cuda/>"): after kernel',
     'changes, `npm run bench:gpu-model` re-emulates what changed and adds the "after" column beside this "before" one',
     '(`-- --label NAME` names it, `-- --rerun` ignores the cached records).', '');
-  L.push('**Formula.** Per launch: `t = max(F / (f · P · e), U / B_hbm(e), S / B_l2(e)) + c`, with F = 4096 FLOPs per',
-    'warp `mma.sync.m16n8k16`, P the dense f16 tensor peak, f the share of it `mma.sync` reaches, U the unique bytes',
-    'HBM moves (32-byte sectors × 32: exact where every block ran; for a sampled launch, per buffer the span from the',
-    'first to the last sector touched, capped by the blocks\' own sectors), S the L2↔SM bytes (per block its unique',
-    'sectors, summed: L1 and shared memory serve the reuse inside a block; the raw requested bytes are recorded too), e the',
-    'wave efficiency `blocks / (waves × slots)` with `slots = SMs × min(blocks/SM, ceil(blocks / SMs))`,',
-    `\`waves = ceil(blocks / slots)\`, blocks/SM the least of threads, shared memory (+1 KiB reserved) and registers`,
-    `(assumed ${REGS_MMA} per thread for tensor-core kernels, ${REGS_OTHER} otherwise: the emulator cannot count them);`,
-    `B(e) = min(chip bandwidth, e × SMs × 64 B/clock × boost clock): a grid on few SMs draws what those SMs can pull;`,
-    `c the fixed cost per kernel: ${GRAPH_NODE_US} µs per node of the CUDA graph the backend replays for each (batch, plan)`,
+  L.push('**Formula.** A launch runs in waves of `slots` blocks (`slots = SMs × min(blocks/SM, ceil(blocks / SMs))`,',
+    `blocks/SM the least of threads, shared memory (+1 KiB reserved) and registers, assumed ${REGS_MMA} per thread for`,
+    `tensor-core kernels and ${REGS_OTHER} otherwise: the emulator cannot count them), the last one maybe partial. A wave of n`,
+    'blocks on `busy` SMs, the busiest holding r, takes `max(F_w / (f · P · busy/SMs · s), U_w / B_hbm, S_w / B_l2)`: F_w,',
+    'U_w and S_w are its share (n / blocks) of the launch\'s FLOPs (4096 per warp `mma.sync.m16n8k16`), of the unique',
+    'bytes HBM moves (32-byte sectors × 32: exact where every block ran; for a sampled launch, per buffer the span from',
+    'the first to the last sector touched, capped by the blocks\' own sectors) and of the L2↔SM bytes (per block its',
+    'unique sectors, summed: L1 and shared memory serve the reuse inside a block); P is the dense f16 tensor peak, f the',
+    `share of it \`mma.sync\` reaches, s = min(1, r × warps per block / ${SATURATING_WARPS}) for tensor-core kernels (fewer resident`,
+    'warps leave the tensor cores partly idle; the same figure as the GEMM tile rule, cuda/gemm_tiles.h), and each',
+    'bandwidth is the chip\'s or what the busy SMs can draw at 64 B per clock each, whichever is less. The waves\' times add up,',
+    `plus a fixed cost per kernel: ${GRAPH_NODE_US} µs per node of the CUDA graph the backend replays for each (batch, plan)`,
     `(eagerly ${EAGER_LAUNCH_US} µs per launch). The pass's host-to-device copy (the images: fp32 tensors, or uint8 pixels normalised on the device) runs at PCIe pinned or pageable`,
     'rate; with the backend\'s two streams one batch\'s copy overlaps the other\'s kernels, so throughput is',
-    '`batch / max(kernels, copy)`. Scalar fp32 work (softmax, LayerNorm arithmetic) is not counted: those kernels',
-    'are memory bound.', '');
+    '`batch / max(kernels, copy)`. Scalar fp32 work (softmax, LayerNorm arithmetic, a serial loop in one thread) is',
+    'not counted: those kernels are priced by their memory traffic alone, so a latency-bound kernel looks cheaper here',
+    'than it is.', '');
   L.push('| device | SMs | f16 tensor peak | f (mma.sync) | HBM | L2 (used) | PCIe pinned / pageable |', '|---|---|---|---|---|---|---|');
   for (const d of Object.values(DEVICES))
     L.push(`| ${d.name} | ${d.sms} | ${d.tensorTflops} TFLOPS | ${d.mmaFraction} | ${d.hbmTBs} TB/s | ${d.l2TBs} TB/s | ${d.pcieGBs.pinned} / ${d.pcieGBs.pageable} GB/s |`);
@@ -229,18 +232,31 @@ function writeSection(md) {
   fs.writeFileSync(DOC, updated.replace(/\s*$/, '\n'));
 }
 
+// The records file keeps every labelled run's emulated records, so that each run (the "before"
+// kernels too) is re-priced by the current model whenever it changes.
+function readRuns() {
+  const cache = readJson(RECORDS, {});
+  return cache.runs || {};
+}
+
 async function main() {
   const o = args();
   const started = Date.now();
   const built = await buildProgram({ name: 'deit_costs', units: programUnits(), flavour: 'count' });
   if (built.error) throw new Error(built.error);
   const key = path.basename(built.exe);
+  const runs = readRuns();
+  // The last commit that changed a kernel or the backend's host code; a rerun of the same program keeps its label.
+  const commit = spawnSync('git', ['log', '-1', '--format=%h', '--', 'cuda'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
+  const same = Object.keys(runs).find((l) => runs[l].key === key);
+  const label = o.label || same || `kernels as of ${commit}`;
+  const previous = same ? runs[same].records : {};
+  if (same && same !== label) delete runs[same];
   // Per job: the program and the job's definition; only jobs whose key changed run again.
-  const cache = readJson(RECORDS, {});
   const jobKey = (n) => `${key} ${JSON.stringify(JOBS[n])}`;
   const records = {};
-  const stale = Object.keys(JOBS).filter((n) => o.rerun || !cache.records?.[n] || cache.records[n].jobKey !== jobKey(n));
-  for (const n of Object.keys(JOBS)) if (!stale.includes(n)) records[n] = cache.records[n];
+  const stale = Object.keys(JOBS).filter((n) => o.rerun || !previous[n] || previous[n].jobKey !== jobKey(n));
+  for (const n of Object.keys(JOBS)) if (!stale.includes(n)) records[n] = previous[n];
   const t0 = Date.now();
   // Two at a time: the emulator is single-threaded per process.
   const queue = [...stale];
@@ -250,19 +266,18 @@ async function main() {
       records[n] = { jobKey: jobKey(n), ...(await emulate(built.exe, JOBS[n])) };
     }
   }));
-  const emulationSeconds = Object.values(records).reduce((a, r) => a + r.wallSeconds, 0);
-  if (stale.length) {
+  runs[label] = { key, records };
+  if (stale.length || !same || same !== label) {
     fs.mkdirSync(path.dirname(RECORDS), { recursive: true });
-    fs.writeFileSync(RECORDS, JSON.stringify({ key, records }));
+    fs.writeFileSync(RECORDS, JSON.stringify({ runs }));
   }
   process.stderr.write(`emulated ${stale.length} job(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-  // The last commit that changed a kernel or the backend's host code; a rerun of the same program keeps its label.
-  const commit = spawnSync('git', ['log', '-1', '--format=%h', '--', 'cuda'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
-  const results = readJson(RESULTS, { runs: {} });
-  const same = Object.keys(results.runs).find((l) => results.runs[l].programKey === key);
-  const label = o.label || same || `kernels as of ${commit}`;
-  if (same && same !== label) delete results.runs[same];
-  results.runs[label] = { programKey: key, emulationSeconds, ...summarise(records) };
+  // Every stored run priced by the current model, in the order they were made.
+  const results = { runs: {} };
+  for (const [l, r] of Object.entries(runs)) {
+    const emulationSeconds = Object.values(r.records).reduce((a, x) => a + x.wallSeconds, 0);
+    results.runs[l] = { programKey: r.key, emulationSeconds, ...summarise(r.records) };
+  }
   fs.writeFileSync(RESULTS, JSON.stringify(results, null, 1) + '\n');
   writeSection(markdown(results));
   const h200 = results.runs[label].devices.h200;
