@@ -65,6 +65,24 @@ test('cost model: a launch time by hand', (t) => {
   t.end();
 });
 
+test('cost model: a partial last wave runs on the SMs it occupies', (t) => {
+  // 297 blocks of 8 warps, 2 per SM (128 registers): one wave of 264, then 33 blocks alone on 33
+  // SMs, each at half rate (8 of 16 warps): compute = T · (264 + 33 · 4 · 2) / 297 with T the
+  // whole launch's tensor time at full rate. Traffic of the tail is drawn by 33 SMs only.
+  const l = {
+    grid: [297, 1, 1], threads: [256, 1, 1], smem: 48 * 1024, mma: 297 * 4096, sampled: false,
+    readSectors: 0, writeSectors: 0, blockReadSectors: 297 * 1e4, blockWriteSectors: 0, readBytes: 0, writeBytes: 0,
+  };
+  const r = m.launchTime(H200, l);
+  const T = 297 * 4096 * 4096 / (0.62 * 989e12) * 1e6;
+  t.deepEqual([r.slots, r.waves], [264, 2]);
+  t.ok(Math.abs(r.computeUs - T * (264 + 33 * 8) / 297) < 1e-9, `compute ${r.computeUs}`);
+  const perSM = 64 * 1.98e9;  // bytes per second one SM draws
+  const l2 = 264 * 32e4 / 5.5e12 + 33 * 32e4 / Math.min(5.5e12, 33 * perSM);
+  t.ok(Math.abs(r.l2Us - l2 * 1e6) < 1e-9, `l2 ${r.l2Us}`);
+  t.end();
+});
+
 test('cost model: a pass, its copy and two streams', (t) => {
   const l = {
     grid: [528, 1, 1], threads: [128, 1, 1], smem: 24 * 1024, mma: 1 << 20, sampled: false, op: 'fc1', block: 0,
