@@ -22,6 +22,7 @@
 #include "../../cuda/cuda_model.h"
 #include "../../src/backend/pixels.h"
 #include "evit_simt/control.h"
+#include "records_json.h"
 
 using namespace evit;
 
@@ -67,15 +68,6 @@ std::vector<std::pair<std::string, int>> lapNames(const ModelConfig& c, const st
       if (s != kReorganise || plan[i].keep >= 0) v.emplace_back(kBlockSlotNames[s], i);
   v.emplace_back("head", -1);
   return v;
-}
-
-std::string jsonString(const std::string& s) {
-  std::string o = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') o += '\\';
-    o += ch;
-  }
-  return o + "\"";
 }
 
 }  // namespace
@@ -170,38 +162,11 @@ int main(int argc, char** argv) {
     std::printf("%s{\"batch\":%d,\"keep\":%g,\"input\":\"%s\",\"emulatedSeconds\":%.3f,\"tokens\":[", pi ? "," : "", B,
                 keep, usePixels ? "u8" : "f32", seconds);
     for (size_t i = 0; i < req.tokens.size(); ++i) std::printf("%s%d", i ? "," : "", req.tokens[i]);
-    std::printf("],\"copies\":[");
-    for (size_t i = 0; i < copies.size(); ++i) {
-      const auto& k = copies[i];
-      const char* kind = k.kind == cudaMemcpyHostToDevice   ? "h2d"
-                         : k.kind == cudaMemcpyDeviceToHost ? "d2h"
-                         : k.kind == cudaMemcpyDeviceToDevice ? "d2d"
-                                                              : "h2h";
-      std::printf("%s{\"kind\":\"%s\",\"bytes\":%zu,\"pinned\":%s}", i ? "," : "", kind, k.bytes,
-                  k.hostPinned ? "true" : "false");
-    }
-    std::printf("],\"launches\":[");
-    const uint64_t e0 = recs.empty() ? 0 : recs[0].eventsBefore;
-    for (size_t i = 0; i < recs.size(); ++i) {
-      const auto& r = recs[i];
-      const size_t lap = (size_t)(r.eventsBefore - e0);
-      const auto& [op, block] = lap < laps.size() ? laps[lap] : std::pair<std::string, int>{"?", -1};
-      std::printf(
-          "%s\n{\"kernel\":%s,\"op\":\"%s\",\"block\":%d,\"grid\":[%u,%u,%u],\"threads\":[%u,%u,%u],\"smem\":%zu,"
-          "\"graph\":%s,\"mma\":%llu,\"ldmatrix\":%llu,\"cpAsyncBytes\":%llu,\"readBytes\":%llu,\"writeBytes\":%llu,"
-          "\"readSectors\":%llu,\"writeSectors\":%llu,\"readSpanSectors\":%llu,\"writeSpanSectors\":%llu,"
-          "\"blockReadSectors\":%llu,\"blockWriteSectors\":%llu,"
-          "\"blocksRun\":%llu,\"sampled\":%s,\"ok\":%s}",
-          i ? "," : "", jsonString(r.kernel).c_str(), op.c_str(), block, r.grid.x, r.grid.y, r.grid.z, r.block.x,
-          r.block.y, r.block.z, r.dynamicSmemBytes, r.fromGraph ? "true" : "false", (unsigned long long)r.mma,
-          (unsigned long long)r.ldmatrix, (unsigned long long)r.cpAsyncBytes, (unsigned long long)r.globalReadBytes,
-          (unsigned long long)r.globalWriteBytes, (unsigned long long)r.readSectors,
-          (unsigned long long)r.writeSectors, (unsigned long long)r.readSpanSectors,
-          (unsigned long long)r.writeSpanSectors, (unsigned long long)r.blockReadSectors,
-          (unsigned long long)r.blockWriteSectors, (unsigned long long)r.blocksRun, r.sampled ? "true" : "false",
-          r.result == cudaSuccess ? "true" : "false");
-    }
-    std::printf("]}");
+    std::printf("],");
+    printCopiesAndLaunches(copies, recs, [&](size_t lap) {
+      return lap < laps.size() ? laps[lap] : std::pair<std::string, int>{"?", -1};
+    });
+    std::printf("}");
     std::fflush(stdout);
   }
   std::printf("]}\n");

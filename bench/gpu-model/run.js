@@ -32,6 +32,9 @@ const JOBS = {
   // Published figures: timm DeiT-S AMP on an RTX 4090 at batch 1024, AITemplate ViT-B/16 fp16 on an A100 at 256.
   'deit-s-1024': { model: DEIT_S, passes: ['1024:1'], sample: SAMPLE },
   'vit-b-256': { model: VIT_B, passes: ['256:1'], sample: SAMPLE },
+  // The Shunted Transformer (bench/gpu-model/shunted_costs.cc), fp32 images as its binding sends them.
+  'shunted-t': { shunted: 't', img: 224, batches: [1, 64, 256], sample: SAMPLE },
+  'shunted-s': { shunted: 's', img: 224, batches: [1, 64, 256], sample: SAMPLE },
 };
 
 function args() {
@@ -50,15 +53,17 @@ function readJson(file, fallback) {
   }
 }
 
-function programUnits() {
+function programUnits(main) {
   const cu = fs.readdirSync(path.join(ROOT, 'cuda')).filter((f) => f.endsWith('.cu')).sort().map((f) => `cuda/${f}`);
-  return [...cu, ...['plan.cc', 'host_weights.cc', 'shunted.cc'].map((f) => `src/backend/${f}`), 'bench/gpu-model/deit_costs.cc'];
+  return [...cu, ...['plan.cc', 'host_weights.cc', 'shunted.cc'].map((f) => `src/backend/${f}`), `bench/gpu-model/${main}`];
 }
 
-function emulate(exe, job) {
+function emulate(exes, job) {
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const p = spawn(exe, [...job.model, 'f16', ...job.passes], {
+    const [exe, argv] = job.shunted ? [exes.shunted, [job.shunted, String(job.img), 'f16', ...job.batches.map(String)]]
+      : [exes.deit, [...job.model, 'f16', ...job.passes]];
+    const p = spawn(exe, argv, {
       env: { ...process.env, EVIT_SIMT_SAMPLE: job.sample }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -66,7 +71,7 @@ function emulate(exe, job) {
     p.stdout.on('data', (d) => { out += d; });
     p.stderr.on('data', (d) => { err += d; });
     p.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`deit_costs ${job.passes.join(' ')} exited ${code}: ${err.slice(-2000)}`));
+      if (code !== 0) return reject(new Error(`${path.basename(exe)} ${argv.join(' ')} exited ${code}: ${err.slice(-2000)}`));
       const r = JSON.parse(out);
       r.wallSeconds = (Date.now() - started) / 1000;
       resolve(r);
@@ -97,6 +102,22 @@ function summarise(records) {
       r.kernelSpeedupOverDense = d.gpuUs / r.gpuUs * (r.batch / d.batch);
       return r;
     });
+  }
+  // The Shunted Transformer against DeiT-S of the same run, where the run has it.
+  out.shunted = {};
+  for (const key of ['h100', 'h200']) {
+    const dev = DEVICES[key];
+    out.shunted[key] = [];
+    for (const n of ['shunted-t', 'shunted-s']) {
+      if (!records[n]) continue;
+      for (const p of records[n].passes) {
+        const r = passTime(dev, p);
+        const dense = out.devices[key].find((q) => q.batch === p.batch && q.keep === 1);
+        const keep = out.devices[key].find((q) => q.batch === p.batch && q.keep === 0.7);
+        out.shunted[key].push({ model: n, batch: p.batch, imgPerSec: r.imgPerSec, gpuUs: r.gpuUs, gflop: r.flops / p.batch / 1e9,
+          overDense: dense ? r.imgPerSec / dense.imgPerSec : null, overKeep07: keep ? r.imgPerSec / keep.imgPerSec : null, copyHidden: r.copyHidden });
+      }
+    }
   }
   out.check.deitS4090 = { published: 8206, ...passTime(DEVICES.rtx4090, records['deit-s-1024'].passes[0]) };
   out.check.vitBA100 = { published: 5273, ...passTime(DEVICES.a100, records['vit-b-256'].passes[0]) };
@@ -198,6 +219,16 @@ function markdown(results) {
   L.push('**Targets, predicted on the H200** (reorganisation share: its largest over the three dropping blocks, per batch/keep):', '');
   for (const l of labels) L.push(`- ${l}: ${targets(results.runs[l].devices.h200)}.`);
   L.push('');
+  if (cur.shunted && cur.shunted.h200.length) {
+    L.push(`**Shunted Transformer against DeiT-S** (predicted, f16, 224 px, ${labels[labels.length - 1]}; the Shunted models take`,
+      'fp32 images, which their binding expands from uint8; tensor FLOPs counted from the emulated `mma.sync`, so',
+      'padding of the small GEMMs is included):', '');
+    L.push('| device | model | batch | tensor GFLOP/img | img/s | × DeiT-S dense | × DeiT-S keep 0.7 | copy hidden |', '|---|---|---|---|---|---|---|---|');
+    for (const key of ['h100', 'h200'])
+      for (const r of cur.shunted[key])
+        L.push(`| ${DEVICES[key].name} | ${{ 'shunted-t': 'Shunted-T', 'shunted-s': 'Shunted-S' }[r.model]} | ${r.batch} | ${r.gflop.toFixed(2)} | ${fmt(r.imgPerSec)} | ${r.overDense.toFixed(2)}× | ${r.overKeep07.toFixed(2)}× | ${r.copyHidden ? 'yes' : 'no'} |`);
+    L.push('');
+  }
   const c1 = cur.check.deitS4090, c2 = cur.check.vitBA100;
   L.push('**Against published figures** (dense, f16; the published runs use cuBLAS/CUTLASS kernels, not these):', '');
   L.push('| model, device, batch | published | predicted | off by |', '|---|---|---|---|');
@@ -248,9 +279,13 @@ function readRuns() {
 async function main() {
   const o = args();
   const started = Date.now();
-  const built = await buildProgram({ name: 'deit_costs', units: programUnits(), flavour: 'count' });
-  if (built.error) throw new Error(built.error);
-  const key = path.basename(built.exe);
+  const exes = {};
+  for (const [name, main] of [['deit', 'deit_costs.cc'], ['shunted', 'shunted_costs.cc']]) {
+    const built = await buildProgram({ name: main.replace('.cc', ''), units: programUnits(main), flavour: 'count' });
+    if (built.error) throw new Error(built.error);
+    exes[name] = built.exe;
+  }
+  const key = `${path.basename(exes.deit)} ${path.basename(exes.shunted)}`;
   const runs = readRuns();
   // The last commit that changed a kernel or the backend's host code; a rerun of the same program keeps its label.
   const commit = spawnSync('git', ['log', '-1', '--format=%h', '--', 'cuda'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
@@ -268,8 +303,8 @@ async function main() {
   const queue = [...stale];
   await Promise.all([0, 1].map(async () => {
     for (let n = queue.shift(); n; n = queue.shift()) {
-      process.stderr.write(`emulating ${n} (${JOBS[n].passes.join(' ')}, EVIT_SIMT_SAMPLE=${JOBS[n].sample})\n`);
-      records[n] = { jobKey: jobKey(n), ...(await emulate(built.exe, JOBS[n])) };
+      process.stderr.write(`emulating ${n} (${(JOBS[n].passes || JOBS[n].batches).join(' ')}, EVIT_SIMT_SAMPLE=${JOBS[n].sample})\n`);
+      records[n] = { jobKey: jobKey(n), ...(await emulate(exes, JOBS[n])) };
     }
   }));
   runs[label] = { key, records };
