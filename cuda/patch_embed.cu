@@ -10,20 +10,27 @@ namespace evit::cuda {
 
 namespace {
 
-// cols[r, k]: r = b·P + patch, k = (c·p + ky)·p + kx, the conv weight's (c, ky, kx) order.
-template <class T>
-__global__ void patchifyKernel(const float* __restrict__ img, T* __restrict__ cols, int inChans, int gh, int gw,
-                               int p, long total) {
-  const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (i >= total) return;
+// cols[r, k]: r = b·P + patch, k = (c·p + ky)·p + kx, the conv weight's (c, ky, kx) order; the
+// index of element i's pixel in the [B, inChans, H, W] image, and its channel c.
+__device__ __forceinline__ long patchPixel(long i, int inChans, int gh, int gw, int p, int& c) {
   const int K = inChans * p * p, P = gh * gw;
   const long r = i / K;
   const int k = (int)(i % K);
   const int b = (int)(r / P), patch = (int)(r % P);
   const int gy = patch / gw, gx = patch % gw;
-  const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
+  const int ky = (k / p) % p, kx = k % p;
+  c = k / (p * p);
   const long H = (long)gh * p, W = (long)gw * p;
-  cols[i] = fromFloat<T>(img[(((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx]);
+  return (((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx;
+}
+
+template <class T>
+__global__ void patchifyKernel(const float* __restrict__ img, T* __restrict__ cols, int inChans, int gh, int gw,
+                               int p, long total) {
+  const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  int c;
+  cols[i] = fromFloat<T>(img[patchPixel(i, inChans, gh, gw, p, c)]);
 }
 
 // The same from uint8 pixels: a quarter of fp32's bytes cross PCIe, and each is normalised here
@@ -33,14 +40,8 @@ __global__ void patchifyPixelsKernel(const uint8_t* __restrict__ px, const float
                                      T* __restrict__ cols, int inChans, int gh, int gw, int p, long total) {
   const long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const int K = inChans * p * p, P = gh * gw;
-  const long r = i / K;
-  const int k = (int)(i % K);
-  const int b = (int)(r / P), patch = (int)(r % P);
-  const int gy = patch / gw, gx = patch % gw;
-  const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
-  const long H = (long)gh * p, W = (long)gw * p;
-  const uint8_t v = px[(((long)b * inChans + c) * H + (long)gy * p + ky) * W + (long)gx * p + kx];
+  int c;
+  const uint8_t v = px[patchPixel(i, inChans, gh, gw, p, c)];
   cols[i] = fromFloat<T>(lut[c * 256 + v]);
 }
 

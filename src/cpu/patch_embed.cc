@@ -7,41 +7,36 @@
 
 namespace evit::cpu {
 
-void patchify(float* cols, const float* img, int B, int inChans, int gh, int gw, int p) {
+namespace {
+
+// Row (b, patch) of cols holds that patch's pixels in the conv weight's (c, ky, kx) order;
+// copyRow(dst, channel, src offset) fills one kernel row of p values from the image at that offset.
+template <class CopyRow>
+void patchRows(float* cols, int B, int inChans, int gh, int gw, int p, CopyRow copyRow) {
   const int P = gh * gw, H = gh * p, Wd = gw * p;
   const size_t K = (size_t)inChans * p * p;
-  // Row (b, patch) holds that patch's pixels in the conv weight's (c, ky, kx) order.
   pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
     for (size_t r = r0; r < r1; ++r) {
       const size_t bi = r / P, pi = r % P;
       const int gy = (int)(pi / gw), gx = (int)(pi % gw);
       float* dst = cols + r * K;
       for (int c = 0; c < inChans; ++c)
-        for (int ky = 0; ky < p; ++ky) {
-          const float* src = img + ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p;
-          std::copy(src, src + p, dst + ((size_t)c * p + ky) * p);
-        }
+        for (int ky = 0; ky < p; ++ky)
+          copyRow(dst + ((size_t)c * p + ky) * p, c, ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p);
     }
   });
 }
 
+}  // namespace
+
+void patchify(float* cols, const float* img, int B, int inChans, int gh, int gw, int p) {
+  patchRows(cols, B, inChans, gh, gw, p, [&](float* row, int, size_t at) { std::copy(img + at, img + at + p, row); });
+}
+
 void patchifyPixels(float* cols, const uint8_t* px, const float* lut, int B, int inChans, int gh, int gw, int p) {
-  const int P = gh * gw, H = gh * p, Wd = gw * p;
-  const size_t K = (size_t)inChans * p * p;
-  pool().parallelFor((size_t)B * P, [&](size_t r0, size_t r1, int) {
-    for (size_t r = r0; r < r1; ++r) {
-      const size_t bi = r / P, pi = r % P;
-      const int gy = (int)(pi / gw), gx = (int)(pi % gw);
-      float* dst = cols + r * K;
-      for (int c = 0; c < inChans; ++c) {
-        const float* level = lut + (size_t)c * 256;
-        for (int ky = 0; ky < p; ++ky) {
-          const uint8_t* src = px + ((bi * inChans + c) * H + (size_t)gy * p + ky) * Wd + (size_t)gx * p;
-          float* row = dst + ((size_t)c * p + ky) * p;
-          for (int kx = 0; kx < p; ++kx) row[kx] = level[src[kx]];
-        }
-      }
-    }
+  patchRows(cols, B, inChans, gh, gw, p, [&](float* row, int c, size_t at) {
+    const float* level = lut + (size_t)c * 256;
+    for (int kx = 0; kx < p; ++kx) row[kx] = level[px[at + kx]];
   });
 }
 
